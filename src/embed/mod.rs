@@ -1,0 +1,81 @@
+//! Embedders: turn chunk text into vectors. Operations see only the [`Embedder`] trait.
+//!
+//! A spec string picks one (`--embedder`, `GOLDSET_EMBEDDER`):
+//! * `hash` or `hash:DIM` — [`HashEmbedder`], deterministic feature hashing, offline.
+
+mod hash;
+
+pub use hash::HashEmbedder;
+
+/// Why an embedder could not be built or could not embed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The spec names no known embedder or has bad parameters.
+    #[error("invalid embedder spec {spec:?}: {reason}")]
+    InvalidSpec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The model failed on a batch.
+    #[error("embedding failed: {0}")]
+    Failed(String),
+}
+
+/// Turns texts into fixed-dimension vectors.
+pub trait Embedder: Send + Sync {
+    /// Identifies the model; stored with every embedding it makes.
+    fn model_id(&self) -> &str;
+    /// Length of every vector.
+    fn dimension(&self) -> usize;
+    /// Embeds a batch of texts, one vector per text, in order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// How many texts a call to [`Embedder::embed`] should carry.
+    fn preferred_batch_size(&self) -> usize {
+        64
+    }
+}
+
+/// The embedder used when none is configured.
+pub const DEFAULT_SPEC: &str = "hash";
+
+/// Builds the embedder a spec names.
+pub fn from_spec(spec: &str) -> Result<Box<dyn Embedder>, EmbedError> {
+    let (kind, arg) = match spec.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (spec, None),
+    };
+    let invalid = |reason: &str| EmbedError::InvalidSpec {
+        spec: spec.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match kind {
+        "hash" => {
+            let dimension = match arg {
+                None => hash::DEFAULT_DIMENSION,
+                Some(a) => a
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|d| (1..=65_536).contains(d))
+                    .ok_or_else(|| invalid("the dimension must be a number within 1..=65536"))?,
+            };
+            Ok(Box::new(HashEmbedder::new(dimension)))
+        }
+        _ => Err(invalid("known embedders: hash, hash:DIM")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(from_spec("hash").unwrap().dimension(), 384);
+        assert_eq!(from_spec("hash:1024").unwrap().dimension(), 1024);
+        assert!(from_spec("hash:0").is_err());
+        assert!(from_spec("hash:x").is_err());
+        assert!(from_spec("bogus").is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! The validation rules of format 1.0 (see `docs/FORMAT.md`, "Rules").
+//!
+//! A [`Validator`] sees the analyses one by one, turns each valid raw record into a
+//! [`model::Analysis`](crate::model::Analysis), records every problem with its place, and runs
+//! the whole-file checks (unique ids, counts) in [`Validator::finish`]. Its memory is one id per
+//! record and one URL per analysis, never the records.
+
+use super::reader::{Header, Position};
+use super::record::{RawAnalysis, RawArtifact, RawChunk};
+use crate::model::{Analysis, Artifact, Chunk, Counts};
+use crate::report::{Check, Report};
+use crate::timestamp::Timestamp;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// Which URLs the URL contract refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlPolicy {
+    /// Hosts refused, with their subdomains (`example.com` refuses `docs.example.com`).
+    pub deny_hosts: Vec<String>,
+    /// Words refused anywhere in a URL, case-insensitively (`placeholder`).
+    pub deny_words: Vec<String>,
+}
+
+impl Default for UrlPolicy {
+    fn default() -> Self {
+        let own = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        UrlPolicy {
+            deny_hosts: own(&[
+                "example.com",
+                "example.org",
+                "example.net",
+                "test.local",
+                "localhost",
+            ]),
+            deny_words: own(&["placeholder"]),
+        }
+    }
+}
+
+impl UrlPolicy {
+    /// Why `url` breaks the contract, if it does.
+    pub fn check(&self, url: &str) -> Option<String> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        let Some(rest) = rest else {
+            return Some("not an absolute http(s) URL".into());
+        };
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Some("contains whitespace or control characters".into());
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host_port.split(':').next().unwrap_or("")
+        };
+        if host.is_empty() {
+            return Some("has no host".into());
+        }
+        let host = host.to_ascii_lowercase();
+        for denied in &self.deny_hosts {
+            let denied = denied.to_ascii_lowercase();
+            if host == denied || host.ends_with(&format!(".{denied}")) {
+                return Some(format!(
+                    "host {host} is a placeholder (deny list: {denied})"
+                ));
+            }
+        }
+        let lower = url.to_lowercase();
+        for word in &self.deny_words {
+            if lower.contains(&word.to_lowercase()) {
+                return Some(format!("looks like a placeholder (contains {word:?})"));
+            }
+        }
+        None
+    }
+}
+
+/// Checks analyses one at a time and the file as a whole.
+pub struct Validator<'p> {
+    source: String,
+    policy: &'p UrlPolicy,
+    report: Report,
+    counts: Counts,
+    analysis_ids: HashSet<Uuid>,
+    chunk_ids: HashSet<Uuid>,
+    artifact_ids: HashSet<Uuid>,
+    urls: HashMap<String, Uuid>,
+}
+
+impl<'p> Validator<'p> {
+    /// A validator for the file named `source` (used in messages).
+    pub fn new(source: impl Into<String>, policy: &'p UrlPolicy) -> Self {
+        Validator {
+            source: source.into(),
+            policy,
+            report: Report::default(),
+            counts: Counts::default(),
+            analysis_ids: HashSet::new(),
+            chunk_ids: HashSet::new(),
+            artifact_ids: HashSet::new(),
+            urls: HashMap::new(),
+        }
+    }
+
+    /// Whether an error has been found so far.
+    pub fn has_errors(&self) -> bool {
+        self.report.has_errors()
+    }
+
+    /// Checks one analysis found at `at`. Returns it validated, or `None` if it has errors
+    /// (which are in the report).
+    pub fn check(&mut self, raw: RawAnalysis, at: Position) -> Option<Analysis> {
+        let place = format!("{}:{}: analysis {}", self.source, at, raw.id);
+        let errors_before = self.error_count();
+        self.counts.total_analyses += 1;
+        self.counts.total_chunks += raw.chunks.len() as u64;
+        self.counts.total_artifacts += u64::from(raw.artifact.is_some());
+
+        let id = self.uuid(&raw.id, &place, "id");
+        if let Some(id) = id {
+            if !self.analysis_ids.insert(id) {
+                self.report
+                    .fail(Check::UniqueIds, format!("{place}: analysis id repeats"));
+            }
+        }
+        let created_at = match Timestamp::parse(&raw.created_at) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.report
+                    .fail(Check::Timestamps, format!("{place}: created_at: {e}"));
+                None
+            }
+        };
+        match self.policy.check(&raw.url) {
+            Some(why) => self
+                .report
+                .fail(Check::Urls, format!("{place}: url {:?} {why}", raw.url)),
+            None => {
+                if let (Some(_), Some(first)) = (id, self.urls.get(&raw.url)) {
+                    let msg = format!("{place}: url {} also used by analysis {first}", raw.url);
+                    self.report.warn(Check::DuplicateUrls, msg);
+                } else if let Some(id) = id {
+                    self.urls.insert(raw.url.clone(), id);
+                }
+            }
+        }
+        self.text(&place, "url", &raw.url, true);
+        self.text(&place, "status", &raw.status, true);
+        self.text(&place, "content_type", &raw.content_type, false);
+        for (i, f) in raw.findings.iter().enumerate() {
+            let fplace = format!("{place}: finding {i}");
+            if !(0.0..=1.0).contains(&f.confidence) {
+                let msg = format!("{fplace}: confidence {} is outside 0..1", f.confidence);
+                self.report.fail(Check::Confidence, msg);
+            }
+            self.text(&fplace, "agent", &f.agent, false);
+            self.text(&fplace, "category", &f.category, false);
+            self.text(&fplace, "content", &f.content, false);
+            if let Some(m) = &f.metadata {
+                self.json_text(&fplace, "metadata", map_has_nul(m));
+            }
+        }
+        let chunks = self.chunks(&place, raw.chunks);
+        let artifact = raw.artifact.and_then(|a| self.artifact(&place, a));
+
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(Analysis {
+            id: id?,
+            url: raw.url,
+            content_type: raw.content_type,
+            status: raw.status,
+            created_at: created_at?,
+            findings: raw.findings,
+            chunks: chunks?,
+            artifact,
+        })
+    }
+
+    fn chunks(&mut self, place: &str, raw: Vec<RawChunk>) -> Option<Vec<Chunk>> {
+        let n = raw.len() as i64;
+        let mut index_seen = vec![false; raw.len()];
+        let mut out = Vec::with_capacity(raw.len());
+        let mut all_ids_valid = true;
+        for c in raw {
+            let cplace = format!("{place}: chunk {}", c.id);
+            let id = self.uuid(&c.id, place, "chunk id");
+            if let Some(id) = id {
+                if !self.chunk_ids.insert(id) {
+                    self.report
+                        .fail(Check::UniqueIds, format!("{cplace}: chunk id repeats"));
+                }
+            }
+            if c.chunk_index < 0 || c.chunk_index >= n {
+                let msg = format!(
+                    "{cplace}: chunk_index {} is outside 0..{}",
+                    c.chunk_index,
+                    n - 1
+                );
+                self.report.fail(Check::ChunkIndex, msg);
+            } else if std::mem::replace(&mut index_seen[c.chunk_index as usize], true) {
+                let msg = format!("{cplace}: chunk_index {} repeats", c.chunk_index);
+                self.report.fail(Check::ChunkIndex, msg);
+            }
+            self.text(&cplace, "content", &c.content, false);
+            self.text(&cplace, "content_type", &c.content_type, false);
+            for (name, v) in [
+                ("section_title", &c.section_title),
+                ("section_path", &c.section_path),
+            ] {
+                if let Some(v) = v {
+                    self.text(&cplace, name, v, false);
+                }
+            }
+            match id {
+                Some(id) => out.push(Chunk {
+                    id,
+                    content: c.content,
+                    section_title: c.section_title,
+                    section_path: c.section_path,
+                    content_type: c.content_type,
+                    chunk_index: c.chunk_index,
+                }),
+                None => all_ids_valid = false,
+            }
+        }
+        if !all_ids_valid {
+            return None;
+        }
+        out.sort_by_key(|c| c.chunk_index);
+        Some(out)
+    }
+
+    fn artifact(&mut self, place: &str, a: RawArtifact) -> Option<Artifact> {
+        let aplace = format!("{place}: artifact {}", a.id);
+        let id = self.uuid(&a.id, place, "artifact id");
+        if let Some(id) = id {
+            if !self.artifact_ids.insert(id) {
+                self.report
+                    .fail(Check::UniqueIds, format!("{aplace}: artifact id repeats"));
+            }
+        }
+        if let Some(summary) = &a.summary {
+            self.text(&aplace, "summary", summary, false);
+        }
+        self.json_text(&aplace, "key_findings", a.key_findings.iter().any(has_nul));
+        self.json_text(&aplace, "metadata", map_has_nul(&a.metadata));
+        Some(Artifact {
+            id: id?,
+            summary: a.summary,
+            key_findings: a.key_findings,
+            metadata: a.metadata,
+        })
+    }
+
+    fn uuid(&mut self, text: &str, place: &str, what: &str) -> Option<Uuid> {
+        match Uuid::try_parse(text) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.report.fail(
+                    Check::Ids,
+                    format!("{place}: {what} {text:?} is not a UUID ({e})"),
+                );
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, place: &str, field: &str, value: &str, required: bool) {
+        if value.contains('\0') {
+            self.report.fail(
+                Check::Text,
+                format!("{place}: {field} contains a NUL character"),
+            );
+        }
+        if required && value.trim().is_empty() {
+            self.report
+                .fail(Check::Text, format!("{place}: {field} is empty"));
+        }
+    }
+
+    fn json_text(&mut self, place: &str, field: &str, has_nul: bool) {
+        if has_nul {
+            self.report.fail(
+                Check::Text,
+                format!("{place}: {field} contains a NUL character"),
+            );
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.report
+            .results()
+            .filter(|r| r.verdict == crate::report::Verdict::Fail)
+            .map(|r| r.problems)
+            .sum()
+    }
+
+    /// The counts of what has been seen so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Runs the whole-file checks against the header (and the metadata file, when there is one)
+    /// and returns the report with the counts of the content.
+    pub fn finish(mut self, header: &Header, metadata_file: MetadataFile) -> (Report, Counts) {
+        let src = &self.source;
+        let r = &mut self.report;
+        r.pass(Check::Json, "well-formed");
+        match &header.version {
+            Some(v) => r.pass(Check::Version, format!("format {v}")),
+            None => r.fail(
+                Check::Version,
+                format!("{src}: the top-level version is missing"),
+            ),
+        }
+        match &header.created_at {
+            None => r.fail(
+                Check::Header,
+                format!("{src}: the top-level created_at is missing"),
+            ),
+            Some(t) => match Timestamp::parse(t) {
+                Ok(_) => r.pass(Check::Header, format!("created {t}")),
+                Err(e) => r.fail(Check::Header, format!("{src}: created_at: {e}")),
+            },
+        }
+        let content = self.counts;
+        let n = content.total_analyses + content.total_chunks + content.total_artifacts;
+        r.pass(Check::Ids, format!("{n} ids"));
+        r.pass(Check::UniqueIds, format!("{n} ids, none repeated"));
+        r.pass(Check::Timestamps, "all valid");
+        r.pass(Check::ChunkIndex, "every analysis numbered 0..n-1");
+        r.pass(Check::Confidence, "all within 0..1");
+        r.pass(Check::Text, "no NUL characters");
+        r.pass(Check::Urls, "absolute http(s), no placeholders");
+        r.pass(Check::DuplicateUrls, "every URL once");
+        match header.metadata {
+            None => r.fail(
+                Check::MetadataCounts,
+                format!("{src}: the top-level metadata is missing"),
+            ),
+            Some(m) if m != content => r.fail(
+                Check::MetadataCounts,
+                format!("{src}: metadata says {m}, the file holds {content}"),
+            ),
+            Some(_) => r.pass(Check::MetadataCounts, format!("{content}")),
+        }
+        match metadata_file {
+            MetadataFile::Absent(why) => r.skip(Check::MetadataFile, why),
+            MetadataFile::Unreadable(e) => r.fail(Check::MetadataFile, e),
+            MetadataFile::Read { path, counts } => {
+                if counts != content {
+                    r.fail(
+                        Check::MetadataFile,
+                        format!("{path}: says {counts}, the backup holds {content}"),
+                    );
+                } else {
+                    r.pass(Check::MetadataFile, format!("{path} agrees"));
+                }
+            }
+        }
+        (self.report, content)
+    }
+
+    /// Records a structural error (bad JSON, wrong types) that stopped the reading.
+    pub fn into_structural_failure(mut self, check: Check, message: String) -> Report {
+        self.report.fail(check, message);
+        self.report
+    }
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => map_has_nul(o),
+        _ => false,
+    }
+}
+
+fn map_has_nul(m: &Map<String, Value>) -> bool {
+    m.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+}
+
+/// What is known of the metadata file that goes with a backup.
+#[derive(Debug, Clone)]
+pub enum MetadataFile {
+    /// There is none to check; the text says why.
+    Absent(String),
+    /// It exists but could not be read or parsed.
+    Unreadable(String),
+    /// Its counts.
+    Read {
+        /// Its path, for messages.
+        path: String,
+        /// What it says.
+        counts: Counts,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_contract() {
+        let p = UrlPolicy::default();
+        assert_eq!(p.check("https://www.sqlite.org/wal.html"), None);
+        assert_eq!(p.check("https://ja.wikipedia.org/wiki/東京"), None);
+        for bad in [
+            "ftp://files.org/x",
+            "/relative/path",
+            "https://example.com/a",
+            "https://docs.example.org/a",
+            "http://localhost:8000/",
+            "https://user@test.local/x",
+            "https://site.org/PLACEHOLDER",
+            "https://",
+            "https://a b.org/",
+        ] {
+            assert!(p.check(bad).is_some(), "{bad} should be refused");
+        }
+        assert_eq!(p.check("https://notexample.com/"), None);
+    }
+}

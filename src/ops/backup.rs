@@ -1,0 +1,113 @@
+//! `backup`: one consistent snapshot streamed into the canonical file, written atomically, left
+//! untouched when its content has not changed.
+
+use super::atomic::{self, AtomicFile};
+use super::{OpError, Progress, Unit};
+use crate::format::writer::{metadata_file_content, same_content, BackupWriter};
+use crate::model::{Counts, StatusFilter};
+use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to back up, and where.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The metadata file beside it.
+    pub metadata_file: PathBuf,
+    /// Which analyses to include.
+    pub filter: StatusFilter,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupSummary {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The metadata file.
+    pub metadata_file: PathBuf,
+    /// What the file holds.
+    pub counts: Counts,
+    /// Size of the backup file in bytes.
+    pub bytes: u64,
+    /// True when the file already held this content and was left untouched.
+    pub unchanged: bool,
+    /// Time taken.
+    #[serde(serialize_with = "crate::ops::serialize_seconds")]
+    pub elapsed: Duration,
+}
+
+/// Writes the backup of `store` described by `options`.
+pub fn backup(
+    store: &mut dyn Store,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupSummary, OpError> {
+    let started = Instant::now();
+    let path = &options.file;
+    let mut out = AtomicFile::create(path).map_err(OpError::io(path))?;
+    let counts = {
+        let mut snapshot = store.snapshot()?;
+        let counts = snapshot.counts(&options.filter)?;
+        progress.start("backup", counts.total_analyses, Unit::Records);
+        let mut writer = BackupWriter::new(BufWriter::new(out.file()), Timestamp::now(), counts)
+            .map_err(OpError::io(path))?;
+        let mut write_error = None;
+        let mut done = 0;
+        let streamed = snapshot.for_each_analysis(&options.filter, &mut |analysis| {
+            if let Err(e) = writer.write_analysis(&analysis) {
+                write_error = Some(e);
+                return Err(StoreError::Stopped);
+            }
+            done += 1;
+            progress.set(done);
+            Ok(())
+        });
+        if let Some(e) = write_error {
+            return Err(OpError::Io {
+                path: path.clone(),
+                source: e,
+            });
+        }
+        streamed?;
+        writer
+            .finish()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .map_err(OpError::io(path))?;
+        counts
+    };
+    progress.finish();
+
+    let bytes = out.file().metadata().map_err(OpError::io(path))?.len();
+    let unchanged_backup = match File::open(path) {
+        Ok(existing) => {
+            let temp = out.file();
+            temp.seek(SeekFrom::Start(0)).map_err(OpError::io(path))?;
+            same_content(BufReader::new(existing), BufReader::new(&*temp))
+                .map_err(OpError::io(path))?
+        }
+        Err(_) => false,
+    };
+    if !unchanged_backup {
+        out.commit().map_err(OpError::io(path))?;
+    }
+    // The metadata file is rewritten whenever it differs, even when the backup did not change.
+    let metadata = metadata_file_content(&counts).map_err(OpError::io(&options.metadata_file))?;
+    let metadata_current = std::fs::read(&options.metadata_file).is_ok_and(|m| m == metadata);
+    if !metadata_current {
+        atomic::write_file(&options.metadata_file, &metadata)
+            .map_err(OpError::io(&options.metadata_file))?;
+    }
+    Ok(BackupSummary {
+        file: path.clone(),
+        metadata_file: options.metadata_file.clone(),
+        counts,
+        bytes,
+        unchanged: unchanged_backup && metadata_current,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,236 @@
+//! Stores: where the dataset lives. Operations see only the [`Store`] trait and its two
+//! transaction kinds, so SQLite and PostgreSQL plug in behind the same calls.
+//!
+//! A store reads from a [`ReadSnapshot`] (one consistent view for a whole backup or verify) and
+//! writes through a [`WriteTransaction`] (everything a restore does commits together or not at
+//! all).
+
+pub mod schema;
+pub mod sqlite;
+
+use crate::model::{Analysis, Counts, StatusFilter};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not understood.
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL with any password removed.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database holds something goldset cannot read back.
+    #[error("the database holds an invalid record: {0}")]
+    Corrupt(String),
+    /// The database does not exist (and the command does not create one).
+    #[error("{0}")]
+    Missing(String),
+    /// The schema is newer than this build, or otherwise unusable.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// The caller's callback stopped the iteration (its own error says why).
+    #[error("stopped by the caller")]
+    Stopped,
+}
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How many records a database holds: analyses by status, chunks, artifacts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Inventory {
+    /// Analyses per status.
+    pub analyses_by_status: BTreeMap<String, u64>,
+    /// Chunks (all statuses).
+    pub chunks: u64,
+    /// Artifacts (all statuses).
+    pub artifacts: u64,
+}
+
+impl Inventory {
+    /// All analyses.
+    pub fn analyses(&self) -> u64 {
+        self.analyses_by_status.values().sum()
+    }
+}
+
+impl std::fmt::Display for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} analyses", self.analyses())?;
+        if !self.analyses_by_status.is_empty() {
+            let parts: Vec<String> = self
+                .analyses_by_status
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect();
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        write!(f, ", {} chunks, {} artifacts", self.chunks, self.artifacts)
+    }
+}
+
+/// What kind of record an id belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// An analysis.
+    Analysis,
+    /// A chunk.
+    Chunk,
+    /// An artifact.
+    Artifact,
+}
+
+/// An id of the incoming data that the database already holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Existing {
+    /// Kind of record.
+    pub kind: RecordKind,
+    /// Its id.
+    pub id: Uuid,
+    /// The analysis that owns it in the database (itself for an analysis).
+    pub owner: Uuid,
+}
+
+/// Embeddings of one analysis's chunks, in chunk order.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkEmbeddings<'a> {
+    /// The model that made them.
+    pub model: &'a str,
+    /// One vector per chunk.
+    pub vectors: &'a [Vec<f32>],
+}
+
+/// How the embeddings in a database look against the expected model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbeddingHealth {
+    /// Chunks checked.
+    pub chunks: u64,
+    /// Chunks without an embedding.
+    pub missing: u64,
+    /// Chunks embedded by another model.
+    pub other_model: u64,
+    /// Chunks whose vector has another dimension.
+    pub wrong_dimension: u64,
+    /// The first offending chunks, with what is wrong.
+    pub examples: Vec<String>,
+}
+
+/// A place where a golden dataset is kept.
+pub trait Store {
+    /// Where it is, for messages (never with a password).
+    fn location(&self) -> String;
+    /// Opens one consistent read-only view.
+    fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>>;
+    /// Opens a write transaction. Dropping it without [`WriteTransaction::commit`] rolls back.
+    fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>>;
+}
+
+/// A consistent view of a store: everything read through it belongs to one moment.
+pub trait ReadSnapshot {
+    /// What the database holds.
+    fn inventory(&mut self) -> Result<Inventory>;
+    /// The counts of what `filter` covers.
+    fn counts(&mut self, filter: &StatusFilter) -> Result<Counts>;
+    /// Calls `visit` for every analysis that `filter` covers, whole (findings, ordered chunks,
+    /// artifact), ordered by `created_at` then `id`. Memory holds one analysis at a time.
+    fn for_each_analysis(
+        &mut self,
+        filter: &StatusFilter,
+        visit: &mut dyn FnMut(Analysis) -> Result<()>,
+    ) -> Result<()>;
+    /// Chunks and artifacts whose analysis is missing (first few ids, and the number).
+    fn orphans(&mut self) -> Result<(u64, Vec<String>)>;
+    /// Checks every chunk's embedding against `model` and `dimension`.
+    fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth>;
+}
+
+/// A write transaction: nothing it does is visible, or kept, until it commits.
+pub trait WriteTransaction {
+    /// What the database holds now (inside the transaction).
+    fn inventory(&mut self) -> Result<Inventory>;
+    /// Deletes every analysis, chunk and artifact.
+    fn delete_all(&mut self) -> Result<()>;
+    /// The ids among `analyses` (and their chunks and artifacts) that already exist.
+    fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>>;
+    /// Deletes these analyses with their chunks and artifacts.
+    fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()>;
+    /// Inserts an analysis with its chunks (and their embeddings, if given) and artifact.
+    fn insert(
+        &mut self,
+        analysis: &Analysis,
+        embeddings: Option<ChunkEmbeddings<'_>>,
+    ) -> Result<()>;
+    /// Makes everything durable.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens the store a database URL names (`sqlite:PATH`). Only when `create` is set may a new,
+/// empty database come into being: reading commands must not mistake a typo for an empty dataset.
+pub fn open(url: &str, create: bool) -> Result<Box<dyn Store>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: "no file path after sqlite:".into(),
+            });
+        }
+        return Ok(Box::new(sqlite::SqliteStore::open(
+            std::path::Path::new(path),
+            create,
+        )?));
+    }
+    Err(StoreError::InvalidUrl {
+        url: redact_url(url),
+        reason: "expected sqlite:PATH".into(),
+    })
+}
+
+/// The URL with its password (if any) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{}{}{}", &url[..scheme_end + 3], hidden, &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:s3cret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:golden.db"), "sqlite:golden.db");
+        assert!(!redact_url("postgresql://a:p%40ss@h/d?sslmode=require").contains("p%40ss"));
+    }
+}

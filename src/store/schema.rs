@@ -1,0 +1,94 @@
+//! Every table and column name, and the schema migrations, in one place.
+//!
+//! Migrations are numbered from 1 and applied in order inside one transaction; the database
+//! records the number it is at (SQLite: `PRAGMA user_version`). A database at a higher number
+//! than [`SCHEMA_VERSION`] was written by a newer goldset and is refused.
+
+/// Table of analyses.
+pub const ANALYSES: &str = "analyses";
+/// Table of chunks.
+pub const CHUNKS: &str = "chunks";
+/// Table of artifacts.
+pub const ARTIFACTS: &str = "artifacts";
+
+/// Columns of [`ANALYSES`], in the order stores read and write them.
+pub const ANALYSIS_COLUMNS: &[&str] = &[
+    "id",
+    "url",
+    "content_type",
+    "status",
+    "created_at",
+    "findings",
+];
+/// Columns of [`CHUNKS`] that hold the chunk itself, in order (the embedding comes after).
+pub const CHUNK_COLUMNS: &[&str] = &[
+    "id",
+    "analysis_id",
+    "chunk_index",
+    "content",
+    "section_title",
+    "section_path",
+    "content_type",
+];
+/// Columns of [`CHUNKS`] that hold the embedding.
+pub const EMBEDDING_COLUMNS: &[&str] = &["embedding", "embedding_model"];
+/// Columns of [`ARTIFACTS`], in order.
+pub const ARTIFACT_COLUMNS: &[&str] = &["id", "analysis_id", "summary", "key_findings", "metadata"];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// SQLite migrations; entry `i` brings the schema from version `i` to `i + 1`.
+///
+/// Ids are lower-case hyphenated UUID text (sorts like the UUID), `created_at` is microseconds
+/// since the Unix epoch, JSON is text, an embedding is a BLOB of little-endian `f32`.
+pub const SQLITE_MIGRATIONS: &[&str] = &["
+CREATE TABLE analyses (
+    id           TEXT PRIMARY KEY NOT NULL,
+    url          TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    findings     TEXT NOT NULL
+);
+CREATE INDEX analyses_backup_order ON analyses (created_at, id);
+CREATE INDEX analyses_status ON analyses (status, created_at, id);
+CREATE TABLE chunks (
+    id              TEXT PRIMARY KEY NOT NULL,
+    analysis_id     TEXT NOT NULL REFERENCES analyses (id) ON DELETE CASCADE,
+    chunk_index     INTEGER NOT NULL,
+    content         TEXT NOT NULL,
+    section_title   TEXT,
+    section_path    TEXT,
+    content_type    TEXT NOT NULL,
+    embedding       BLOB,
+    embedding_model TEXT,
+    UNIQUE (analysis_id, chunk_index)
+);
+CREATE TABLE artifacts (
+    id           TEXT PRIMARY KEY NOT NULL,
+    analysis_id  TEXT NOT NULL UNIQUE REFERENCES analyses (id) ON DELETE CASCADE,
+    summary      TEXT,
+    key_findings TEXT NOT NULL,
+    metadata     TEXT NOT NULL
+);
+"];
+
+/// `INSERT INTO table (columns…) VALUES (?1, ?2, …)`.
+pub fn insert_sql(table: &str, columns: &[&str]) -> String {
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        columns.join(", "),
+        params.join(", ")
+    )
+}
+
+/// `table.c1, table.c2, …` for a SELECT list.
+pub fn qualified(table: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,454 @@
+//! The embedded default: one SQLite file, WAL mode, foreign keys on, `synchronous=FULL`.
+//!
+//! A snapshot is a deferred read transaction (in WAL mode it sees one moment however long it
+//! runs and does not block writers); a write transaction is `BEGIN IMMEDIATE`, so a second writer
+//! waits (busy timeout) instead of failing half-way.
+
+use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
+use super::{
+    ChunkEmbeddings, EmbeddingHealth, Existing, Inventory, ReadSnapshot, RecordKind, Result, Store,
+    StoreError, WriteTransaction,
+};
+use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
+use crate::timestamp::Timestamp;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{
+    params, params_from_iter, Connection, OpenFlags, Row, Transaction, TransactionBehavior,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A golden dataset in a SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (and its folder) when `create` is set, and
+    /// migrates its schema.
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Schema(format!("cannot create folder {}: {e}", dir.display()))
+                })?;
+            }
+        } else if !path.exists() {
+            return Err(StoreError::Missing(format!(
+                "the database file {} does not exist (create it with `goldset init` or `goldset restore`)",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let current: u32 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current as usize > schema::SQLITE_MIGRATIONS.len() {
+            return Err(StoreError::Schema(format!(
+                "{} has schema version {current}; this goldset knows up to {} — upgrade goldset",
+                self.path.display(),
+                schema::SCHEMA_VERSION
+            )));
+        }
+        if current as usize == schema::SQLITE_MIGRATIONS.len() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (i, sql) in schema::SQLITE_MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(current as usize)
+        {
+            tracing::info!(version = i + 1, "applying SQLite migration");
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", schema::SQLITE_MIGRATIONS.len() as u32)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        // The first read fixes the snapshot.
+        tx.query_row(&format!("SELECT count(*) FROM {ANALYSES}"), [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(Box::new(SqliteSnapshot { tx }))
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(Box::new(SqliteWrite { tx }))
+    }
+}
+
+struct SqliteSnapshot<'c> {
+    tx: Transaction<'c>,
+}
+
+struct SqliteWrite<'c> {
+    tx: Transaction<'c>,
+}
+
+/// `WHERE a.status IN (?1, …)` (or nothing) and its parameters.
+fn status_clause(filter: &StatusFilter) -> (String, Vec<SqlValue>) {
+    match filter {
+        StatusFilter::All => (String::new(), Vec::new()),
+        StatusFilter::Only(list) => {
+            let marks: Vec<String> = (1..=list.len()).map(|i| format!("?{i}")).collect();
+            let values = list.iter().map(|s| SqlValue::Text(s.clone())).collect();
+            (format!("WHERE a.status IN ({})", marks.join(", ")), values)
+        }
+    }
+}
+
+fn inventory(conn: &Connection) -> Result<Inventory> {
+    let mut inv = Inventory::default();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT status, count(*) FROM {ANALYSES} GROUP BY status"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        inv.analyses_by_status
+            .insert(r.get(0)?, r.get::<_, i64>(1)? as u64);
+    }
+    inv.chunks = conn.query_row(&format!("SELECT count(*) FROM {CHUNKS}"), [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    inv.artifacts = conn.query_row(&format!("SELECT count(*) FROM {ARTIFACTS}"), [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    Ok(inv)
+}
+
+fn uuid_at(row: &Row, i: usize) -> Result<Uuid> {
+    let text: String = row.get(i)?;
+    Uuid::try_parse(&text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
+}
+
+fn json_at<T: serde::de::DeserializeOwned>(row: &Row, i: usize, what: &str) -> Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn analysis_from_row(row: &Row) -> Result<Analysis> {
+    let findings: Vec<Finding> = json_at(row, 5, "findings")?;
+    Ok(Analysis {
+        id: uuid_at(row, 0)?,
+        url: row.get(1)?,
+        content_type: row.get(2)?,
+        status: row.get(3)?,
+        created_at: Timestamp::from_unix_micros(row.get(4)?),
+        findings,
+        chunks: Vec::new(),
+        artifact: None,
+    })
+}
+
+/// A chunk row: (owner id text, chunk).
+fn chunk_from_row(row: &Row) -> Result<(String, Chunk)> {
+    Ok((
+        row.get(1)?,
+        Chunk {
+            id: uuid_at(row, 0)?,
+            chunk_index: row.get(2)?,
+            content: row.get(3)?,
+            section_title: row.get(4)?,
+            section_path: row.get(5)?,
+            content_type: row.get(6)?,
+        },
+    ))
+}
+
+fn artifact_from_row(row: &Row) -> Result<(String, Artifact)> {
+    Ok((
+        row.get(1)?,
+        Artifact {
+            id: uuid_at(row, 0)?,
+            summary: row.get(2)?,
+            key_findings: json_at(row, 3, "key_findings")?,
+            metadata: json_at(row, 4, "artifact metadata")?,
+        },
+    ))
+}
+
+impl ReadSnapshot for SqliteSnapshot<'_> {
+    fn inventory(&mut self) -> Result<Inventory> {
+        inventory(&self.tx)
+    }
+
+    fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {
+        let (clause, values) = status_clause(filter);
+        let count = |sql: String| -> Result<u64> {
+            Ok(self
+                .tx
+                .query_row(&sql, params_from_iter(values.iter()), |r| {
+                    r.get::<_, i64>(0)
+                })? as u64)
+        };
+        Ok(Counts {
+            total_analyses: count(format!("SELECT count(*) FROM {ANALYSES} a {clause}"))?,
+            total_chunks: count(format!(
+                "SELECT count(*) FROM {ANALYSES} a JOIN {CHUNKS} c ON c.analysis_id = a.id {clause}"
+            ))?,
+            total_artifacts: count(format!(
+                "SELECT count(*) FROM {ANALYSES} a JOIN {ARTIFACTS} r ON r.analysis_id = a.id {clause}"
+            ))?,
+        })
+    }
+
+    fn for_each_analysis(
+        &mut self,
+        filter: &StatusFilter,
+        visit: &mut dyn FnMut(Analysis) -> Result<()>,
+    ) -> Result<()> {
+        let (clause, values) = status_clause(filter);
+        let order = "ORDER BY a.created_at, a.id";
+        let mut analyses = self.tx.prepare(&format!(
+            "SELECT {} FROM {ANALYSES} a {clause} {order}",
+            schema::qualified("a", schema::ANALYSIS_COLUMNS)
+        ))?;
+        let mut chunks = self.tx.prepare(&format!(
+            "SELECT {} FROM {ANALYSES} a JOIN {CHUNKS} c ON c.analysis_id = a.id {clause} {order}, c.chunk_index",
+            schema::qualified("c", schema::CHUNK_COLUMNS)
+        ))?;
+        let mut artifacts = self.tx.prepare(&format!(
+            "SELECT {} FROM {ANALYSES} a JOIN {ARTIFACTS} r ON r.analysis_id = a.id {clause} {order}",
+            schema::qualified("r", schema::ARTIFACT_COLUMNS)
+        ))?;
+        let mut analysis_rows = analyses.query(params_from_iter(values.iter()))?;
+        let mut chunk_rows = chunks.query(params_from_iter(values.iter()))?;
+        let mut artifact_rows = artifacts.query(params_from_iter(values.iter()))?;
+        let mut next_chunk = chunk_rows.next()?.map(chunk_from_row).transpose()?;
+        let mut next_artifact = artifact_rows.next()?.map(artifact_from_row).transpose()?;
+        // The three streams share one order, so each analysis's children are at their heads.
+        while let Some(row) = analysis_rows.next()? {
+            let mut analysis = analysis_from_row(row)?;
+            let owner: String = row.get(0)?;
+            while let Some((chunk_owner, _)) = &next_chunk {
+                if *chunk_owner != owner {
+                    break;
+                }
+                let (_, chunk) = next_chunk.take().expect("checked above");
+                analysis.chunks.push(chunk);
+                next_chunk = chunk_rows.next()?.map(chunk_from_row).transpose()?;
+            }
+            if next_artifact.as_ref().is_some_and(|(o, _)| *o == owner) {
+                analysis.artifact = next_artifact.take().map(|(_, a)| a);
+                next_artifact = artifact_rows.next()?.map(artifact_from_row).transpose()?;
+            }
+            visit(analysis)?;
+        }
+        Ok(())
+    }
+
+    fn orphans(&mut self) -> Result<(u64, Vec<String>)> {
+        let sql = format!(
+            "SELECT 'chunk ' || id || ' of missing analysis ' || analysis_id FROM {CHUNKS}
+               WHERE analysis_id NOT IN (SELECT id FROM {ANALYSES})
+             UNION ALL
+             SELECT 'artifact ' || id || ' of missing analysis ' || analysis_id FROM {ARTIFACTS}
+               WHERE analysis_id NOT IN (SELECT id FROM {ANALYSES})"
+        );
+        let mut stmt = self.tx.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        let (mut n, mut examples) = (0u64, Vec::new());
+        while let Some(r) = rows.next()? {
+            n += 1;
+            if examples.len() < crate::report::EXAMPLES_PER_CHECK {
+                examples.push(r.get(0)?);
+            }
+        }
+        Ok((n, examples))
+    }
+
+    fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth> {
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT id, embedding_model, length(embedding) FROM {CHUNKS} ORDER BY id"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut h = EmbeddingHealth::default();
+        while let Some(r) = rows.next()? {
+            h.chunks += 1;
+            let id: String = r.get(0)?;
+            let found_model: Option<String> = r.get(1)?;
+            let bytes: Option<i64> = r.get(2)?;
+            let problem = match (found_model, bytes) {
+                (_, None) => {
+                    h.missing += 1;
+                    Some("no embedding".to_owned())
+                }
+                (found, _) if found.as_deref() != Some(model) => {
+                    h.other_model += 1;
+                    Some(format!(
+                        "embedded by {:?}, expected {model:?}",
+                        found.unwrap_or_default()
+                    ))
+                }
+                (_, Some(b)) if b as usize != dimension * 4 => {
+                    h.wrong_dimension += 1;
+                    Some(format!("dimension {}, expected {dimension}", b / 4))
+                }
+                _ => None,
+            };
+            if let Some(p) = problem {
+                if h.examples.len() < crate::report::EXAMPLES_PER_CHECK {
+                    h.examples.push(format!("chunk {id}: {p}"));
+                }
+            }
+        }
+        Ok(h)
+    }
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// An embedding as a BLOB: little-endian `f32`s.
+pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`vector_to_blob`].
+pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl WriteTransaction for SqliteWrite<'_> {
+    fn inventory(&mut self) -> Result<Inventory> {
+        inventory(&self.tx)
+    }
+
+    fn delete_all(&mut self) -> Result<()> {
+        self.tx.execute_batch(&format!(
+            "DELETE FROM {CHUNKS}; DELETE FROM {ARTIFACTS}; DELETE FROM {ANALYSES};"
+        ))?;
+        Ok(())
+    }
+
+    fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
+        let mut found = Vec::new();
+        let mut by_id = |table: &str, owner_col: &str, kind, id: Uuid| -> Result<()> {
+            let mut stmt = self
+                .tx
+                .prepare_cached(&format!("SELECT {owner_col} FROM {table} WHERE id = ?1"))?;
+            let mut rows = stmt.query([id.to_string()])?;
+            if let Some(r) = rows.next()? {
+                found.push(Existing {
+                    kind,
+                    id,
+                    owner: uuid_at(r, 0)?,
+                });
+            }
+            Ok(())
+        };
+        for a in analyses {
+            by_id(ANALYSES, "id", RecordKind::Analysis, a.id)?;
+            for c in &a.chunks {
+                by_id(CHUNKS, "analysis_id", RecordKind::Chunk, c.id)?;
+            }
+            if let Some(r) = &a.artifact {
+                by_id(ARTIFACTS, "analysis_id", RecordKind::Artifact, r.id)?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("DELETE FROM {ANALYSES} WHERE id = ?1"))?;
+        for id in ids {
+            stmt.execute([id.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, a: &Analysis, embeddings: Option<ChunkEmbeddings<'_>>) -> Result<()> {
+        let findings = serde_json::to_string(&a.findings).map_err(corrupt)?;
+        let id = a.id.to_string();
+        self.tx
+            .prepare_cached(&schema::insert_sql(ANALYSES, schema::ANALYSIS_COLUMNS))?
+            .execute(params![
+                id,
+                a.url,
+                a.content_type,
+                a.status,
+                a.created_at.unix_micros(),
+                findings
+            ])?;
+        let mut columns = schema::CHUNK_COLUMNS.to_vec();
+        columns.extend_from_slice(schema::EMBEDDING_COLUMNS);
+        let mut stmt = self
+            .tx
+            .prepare_cached(&schema::insert_sql(CHUNKS, &columns))?;
+        for (i, c) in a.chunks.iter().enumerate() {
+            let (blob, model) = match embeddings {
+                Some(e) => (Some(vector_to_blob(&e.vectors[i])), Some(e.model)),
+                None => (None, None),
+            };
+            stmt.execute(params![
+                c.id.to_string(),
+                id,
+                c.chunk_index,
+                c.content,
+                c.section_title,
+                c.section_path,
+                c.content_type,
+                blob,
+                model
+            ])?;
+        }
+        if let Some(r) = &a.artifact {
+            let key_findings = serde_json::to_string(&r.key_findings).map_err(corrupt)?;
+            let metadata = serde_json::to_string(&r.metadata).map_err(corrupt)?;
+            self.tx
+                .prepare_cached(&schema::insert_sql(ARTIFACTS, schema::ARTIFACT_COLUMNS))?
+                .execute(params![
+                    r.id.to_string(),
+                    id,
+                    r.summary,
+                    key_findings,
+                    metadata
+                ])?;
+        }
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! Timestamps: microsecond instants in UTC, parsed leniently (what Python wrote) and written
+//! strictly (RFC 3339, `Z`).
+
+use serde::{Serialize, Serializer};
+use std::fmt;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+/// An instant with microsecond precision, stored as microseconds since the Unix epoch (UTC).
+///
+/// Ordering and equality are those of the instant, whatever offset the text it came from had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+/// Why a timestamp could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid timestamp {text:?}: {reason}")]
+pub struct TimestampError {
+    text: String,
+    reason: &'static str,
+}
+
+impl Timestamp {
+    /// The instant `micros` microseconds after 1970-01-01T00:00:00Z.
+    pub fn from_unix_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn unix_micros(self) -> i64 {
+        self.0
+    }
+
+    /// The current time, truncated to microseconds.
+    pub fn now() -> Self {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Timestamp((nanos / 1000) as i64)
+    }
+
+    /// Parses the forms found in format-1.0 files:
+    ///
+    /// * RFC 3339 / ISO 8601: `2025-11-15T08:20:00Z`, `2025-11-15T08:20:00.123456+00:00`;
+    /// * Python's `str(datetime)`: a space instead of the `T`;
+    /// * no offset at all (Python's naive datetimes), taken as UTC.
+    ///
+    /// Fractions of up to 9 digits are accepted as long as they carry nothing below a microsecond.
+    pub fn parse(text: &str) -> Result<Self, TimestampError> {
+        let fail = |reason| TimestampError {
+            text: text.to_owned(),
+            reason,
+        };
+        let b = text.as_bytes();
+        let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+            let part = b.get(range)?;
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            Some(part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+        };
+        if b.len() < 19 {
+            return Err(fail("expected YYYY-MM-DDTHH:MM:SS"));
+        }
+        let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10))
+        else {
+            return Err(fail("expected YYYY-MM-DD"));
+        };
+        if b[4] != b'-' || b[7] != b'-' {
+            return Err(fail("expected YYYY-MM-DD"));
+        }
+        if !matches!(b[10], b'T' | b't' | b' ') {
+            return Err(fail("expected 'T' or a space between date and time"));
+        }
+        let (Some(hour), Some(minute), Some(second)) =
+            (digits(11..13), digits(14..16), digits(17..19))
+        else {
+            return Err(fail("expected HH:MM:SS"));
+        };
+        if b[13] != b':' || b[16] != b':' {
+            return Err(fail("expected HH:MM:SS"));
+        }
+        let mut pos = 19;
+        let mut micros = 0u32;
+        if b.get(pos) == Some(&b'.') {
+            let start = pos + 1;
+            let mut end = start;
+            while end < b.len() && b[end].is_ascii_digit() {
+                end += 1;
+            }
+            let frac = &b[start..end];
+            if frac.is_empty() || frac.len() > 9 {
+                return Err(fail("the fraction of a second needs 1 to 9 digits"));
+            }
+            if frac.iter().skip(6).any(|&d| d != b'0') {
+                return Err(fail("precision finer than a microsecond is not supported"));
+            }
+            for i in 0..6 {
+                micros = micros * 10 + frac.get(i).map_or(0, |d| u32::from(d - b'0'));
+            }
+            pos = end;
+        }
+        let offset_seconds: i32 = match &b[pos..] {
+            [] | [b'Z'] | [b'z'] => 0,
+            [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+                let (Some(h), Some(m)) = (digits(pos + 1..pos + 3), digits(pos + 4..pos + 6))
+                else {
+                    return Err(fail("expected an offset like +00:00"));
+                };
+                if h > 23 || m > 59 {
+                    return Err(fail("offset out of range"));
+                }
+                let s = (h * 3600 + m * 60) as i32;
+                if *sign == b'-' {
+                    -s
+                } else {
+                    s
+                }
+            }
+            _ => {
+                return Err(fail(
+                    "expected 'Z', an offset like +00:00, or nothing after the time",
+                ))
+            }
+        };
+        let month = Month::try_from(month as u8).map_err(|_| fail("month out of range"))?;
+        let date = Date::from_calendar_date(year as i32, month, day as u8)
+            .map_err(|_| fail("no such date"))?;
+        let time = Time::from_hms_micro(hour as u8, minute as u8, second as u8, micros)
+            .map_err(|_| fail("time of day out of range"))?;
+        let offset = UtcOffset::from_whole_seconds(offset_seconds)
+            .map_err(|_| fail("offset out of range"))?;
+        let instant = PrimitiveDateTime::new(date, time).assume_offset(offset);
+        Ok(Timestamp((instant.unix_timestamp_nanos() / 1000) as i64))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with `Z`; microseconds as six digits, or none when they are zero.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000) else {
+            return write!(f, "<out of range: {} µs>", self.0);
+        };
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )?;
+        if t.microsecond() != 0 {
+            write!(f, ".{:06}", t.microsecond())?;
+        }
+        f.write_str("Z")
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(text: &str) -> String {
+        Timestamp::parse(text).unwrap().to_string()
+    }
+
+    #[test]
+    fn accepts_python_forms() {
+        assert_eq!(
+            round("2024-03-01 09:30:00.123456+00:00"),
+            "2024-03-01T09:30:00.123456Z"
+        );
+        assert_eq!(round("2025-11-15T08:20:00+00:00"), "2025-11-15T08:20:00Z");
+        assert_eq!(round("2025-11-15T08:20:00"), "2025-11-15T08:20:00Z");
+        assert_eq!(
+            round("2024-03-04 09:30:00.000001+00:00"),
+            "2024-03-04T09:30:00.000001Z"
+        );
+        assert_eq!(
+            round("2024-03-05T09:30:00.5Z"),
+            "2024-03-05T09:30:00.500000Z"
+        );
+        assert_eq!(round("2024-03-05T10:30:00+01:00"), "2024-03-05T09:30:00Z");
+        assert_eq!(
+            round("2024-03-05T09:30:00.123456000Z"),
+            "2024-03-05T09:30:00.123456Z"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_text() {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-02-30T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01T00:00:00.1234567Z",
+            "2024-01-01T00:00:00+0100",
+            "2024-01-01T00:00:00 UTC",
+            "2024-01-01X00:00:00Z",
+            "2024-01-01T00:00:00.Z",
+        ] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn orders_by_instant() {
+        let a = Timestamp::parse("2024-03-05T10:30:00+01:00").unwrap();
+        let b = Timestamp::parse("2024-03-05T09:30:00.000001Z").unwrap();
+        assert!(a < b);
+    }
+}
