@@ -18,4 +18,5 @@ pub mod model;
 pub mod ops;
 pub mod report;
 pub mod store;
+pub mod synthetic;
 pub mod timestamp;

@@ -67,6 +67,25 @@ enum Command {
     Verify(VerifyArgs),
     /// Show what the database holds.
     Status,
+    /// Write a synthetic dataset as a backup file (for benchmarks and trials).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// The backup file to write.
+    #[arg(long, short)]
+    file: PathBuf,
+    /// Number of analyses.
+    #[arg(long, default_value_t = 100)]
+    analyses: u64,
+    /// Chunks per analysis.
+    #[arg(long, default_value_t = 10)]
+    chunks_per_analysis: u64,
+    /// Seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +99,9 @@ struct BackupArgs {
     /// Statuses to include (repeat or separate with commas); `all` for every analysis.
     #[arg(long, value_delimiter = ',', default_value = "completed")]
     status: Vec<String>,
+    /// Allow replacing a backup that holds analyses with an empty one.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +122,7 @@ struct RestoreArgs {
     #[arg(long)]
     dry_run: bool,
     /// Chunks embedded and written per batch.
-    #[arg(long, default_value_t = 2048, hide = true)]
+    #[arg(long, default_value_t = 256, hide = true)]
     batch_chunks: usize,
     #[command(flatten)]
     urls: UrlArgs,
@@ -226,6 +248,7 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
                     .unwrap_or_else(|| metadata_path_for(&args.file)),
                 file: args.file.clone(),
                 filter,
+                allow_empty: args.allow_empty,
             };
             let mut store = open_store(cli, false)?;
             let summary = backup(store.as_mut(), &options, &bar)?;
@@ -250,6 +273,31 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
             let mut store = open_store(cli, !args.dry_run)?;
             let summary = restore(store.as_mut(), embedder.as_ref(), &options, &bar)?;
             out.restore(&summary);
+            Ok(0)
+        }
+        Command::Generate(args) => {
+            let spec = goldset::synthetic::Spec {
+                analyses: args.analyses,
+                chunks_per_analysis: args.chunks_per_analysis,
+                seed: args.seed,
+            };
+            let io_error = OpError::io(&args.file);
+            let write = || -> std::io::Result<goldset::model::Counts> {
+                let mut file = goldset::ops::atomic::AtomicFile::create(&args.file)?;
+                let counts =
+                    goldset::synthetic::write_backup(spec, std::io::BufWriter::new(file.file()))?;
+                file.commit()?;
+                std::fs::write(
+                    metadata_path_for(&args.file),
+                    goldset::format::writer::metadata_file_content(&counts)?,
+                )?;
+                Ok(counts)
+            };
+            let counts = write().map_err(io_error)?;
+            out.line(format!(
+                "generate: {} written ({counts})",
+                args.file.display()
+            ));
             Ok(0)
         }
         Command::Verify(args) => {

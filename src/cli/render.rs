@@ -36,7 +36,7 @@ impl Output {
         );
     }
 
-    fn line(&self, text: String) {
+    pub fn line(&self, text: String) {
         if !self.quiet {
             println!("{text}");
         }

@@ -4,11 +4,8 @@
 use super::record::RawAnalysis;
 use super::FORMAT_VERSION;
 use crate::model::Counts;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use std::cell::Cell;
 use std::fmt;
-use std::io::{self, BufRead, Read};
-use std::rc::Rc;
+use std::io::{self, BufRead};
 
 /// A place in the file: 1-based line and column (in bytes), and the byte offset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,52 +65,185 @@ pub enum ReadError<E> {
 /// Reads a backup from `input`, calling `on_analysis` for each analysis in file order with the
 /// position where it starts. Returns the other top-level fields once the whole file is read.
 ///
-/// `input` should be buffered: it is read a byte at a time.
-pub fn read_backup<R, E, F>(input: R, on_analysis: F) -> Result<Header, ReadError<E>>
+/// The top level is scanned by hand; each analysis is cut out as one byte slice and parsed with
+/// `serde_json` (so memory holds one record), and errors inside it are mapped back to positions
+/// in the file and name the field at fault (`analyses[3].chunks[1].chunk_index: …`).
+pub fn read_backup<R, E, F>(input: R, mut on_analysis: F) -> Result<Header, ReadError<E>>
 where
     R: BufRead,
     F: FnMut(RawAnalysis, Position) -> Result<(), E>,
 {
-    let position = Rc::new(Cell::new(Position {
-        line: 1,
-        column: 1,
+    let mut s = Scanner {
+        input,
         offset: 0,
-    }));
-    let tracked = Tracked {
-        inner: input,
-        position: Rc::clone(&position),
+        line: 1,
+        line_start: 0,
     };
-    let mut state = State {
-        on_analysis,
-        position: Rc::clone(&position),
-        header: Header::default(),
-        aborted: None,
-        bad_version: None,
-    };
-    let mut de = serde_json::Deserializer::from_reader(tracked);
-    let result = (&mut de)
-        .deserialize_map(TopVisitor { state: &mut state })
-        .and_then(|()| de.end());
-    match result {
-        Ok(()) => Ok(state.header),
-        Err(e) => {
-            if let Some(err) = state.aborted.take() {
-                return Err(ReadError::Aborted(err));
+    let mut header = Header::default();
+    let mut value = Vec::new();
+    let mut seen_analyses = false;
+    s.skip_whitespace()?;
+    s.expect(b'{', "a JSON object (the backup's top level)")?;
+    s.skip_whitespace()?;
+    if s.peek()? == Some(b'}') {
+        return Err(s.syntax("missing field `analyses`".into()));
+    }
+    loop {
+        s.skip_whitespace()?;
+        let key_at = s.position();
+        if s.peek()? != Some(b'"') {
+            return Err(s.syntax("expected a key (a string)".into()));
+        }
+        s.capture(&mut value, "a key")?;
+        let key: String = parse_at(&value, key_at, "key")?;
+        s.skip_whitespace()?;
+        s.expect(b':', "':' after the key")?;
+        s.skip_whitespace()?;
+        let at = s.position();
+        match key.as_str() {
+            "analyses" => {
+                if std::mem::replace(&mut seen_analyses, true) {
+                    return Err(s.syntax_at(key_at, "duplicate field `analyses`".into()));
+                }
+                read_analyses(&mut s, &mut value, &mut on_analysis)?;
             }
-            if let Some((version, position)) = state.bad_version.take() {
-                return Err(ReadError::UnsupportedVersion { position, version });
+            "version" => {
+                s.capture(&mut value, "version")?;
+                let v: String = parse_at(&value, at, "version")?;
+                if v != FORMAT_VERSION {
+                    return Err(ReadError::UnsupportedVersion {
+                        position: at,
+                        version: v,
+                    });
+                }
+                if header.version.replace(v).is_some() {
+                    return Err(s.syntax_at(key_at, "duplicate field `version`".into()));
+                }
             }
-            if e.is_io() {
-                return Err(ReadError::Io(io::Error::from(e)));
+            "created_at" => {
+                s.capture(&mut value, "created_at")?;
+                let v: String = parse_at(&value, at, "created_at")?;
+                if header.created_at.replace(v).is_some() {
+                    return Err(s.syntax_at(key_at, "duplicate field `created_at`".into()));
+                }
             }
-            Err(ReadError::Syntax {
-                position: Position {
-                    line: e.line() as u64,
-                    column: e.column() as u64,
-                    offset: position.get().offset,
-                },
-                message: strip_position(&e),
-            })
+            "metadata" => {
+                s.capture(&mut value, "metadata")?;
+                let v: Counts = parse_at(&value, at, "metadata")?;
+                if header.metadata.replace(v).is_some() {
+                    return Err(s.syntax_at(key_at, "duplicate field `metadata`".into()));
+                }
+            }
+            other => {
+                let known = "version, created_at, metadata, analyses";
+                return Err(s.syntax_at(
+                    key_at,
+                    format!("unknown field `{other}`, expected one of {known}"),
+                ));
+            }
+        }
+        s.skip_whitespace()?;
+        match s.next()? {
+            Some(b',') => continue,
+            Some(b'}') => break,
+            Some(_) => {
+                return Err(s.syntax_back("expected ',' or '}' after a top-level value".into()))
+            }
+            None => {
+                return Err(
+                    s.syntax("unexpected end of file: the top-level object is not closed".into())
+                )
+            }
+        }
+    }
+    s.skip_whitespace()?;
+    if s.peek()?.is_some() {
+        return Err(s.syntax("trailing characters after the top-level object".into()));
+    }
+    if !seen_analyses {
+        return Err(s.syntax("missing field `analyses`".into()));
+    }
+    Ok(header)
+}
+
+fn read_analyses<R, E, F>(
+    s: &mut Scanner<R>,
+    value: &mut Vec<u8>,
+    on_analysis: &mut F,
+) -> Result<(), ReadError<E>>
+where
+    R: BufRead,
+    F: FnMut(RawAnalysis, Position) -> Result<(), E>,
+{
+    s.expect(b'[', "'[' (analyses is an array)")?;
+    s.skip_whitespace()?;
+    if s.peek()? == Some(b']') {
+        s.next()?;
+        return Ok(());
+    }
+    for index in 0.. {
+        s.skip_whitespace()?;
+        let at = s.position();
+        s.capture(value, &format!("analyses[{index}]"))?;
+        let analysis =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(value))
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." {
+                        String::new()
+                    } else {
+                        format!(".{path}")
+                    };
+                    let inner = e.into_inner();
+                    ReadError::Syntax {
+                        position: within(at, &inner),
+                        message: format!("analyses[{index}]{field}: {}", strip_position(&inner)),
+                    }
+                })?;
+        on_analysis(analysis, at).map_err(ReadError::Aborted)?;
+        s.skip_whitespace()?;
+        match s.next()? {
+            Some(b',') => continue,
+            Some(b']') => return Ok(()),
+            Some(_) => {
+                return Err(s.syntax_back(format!("expected ',' or ']' after analyses[{index}]")))
+            }
+            None => {
+                return Err(
+                    s.syntax("unexpected end of file: the analyses array is not closed".into())
+                )
+            }
+        }
+    }
+    unreachable!("the loop returns when the array ends")
+}
+
+/// Parses a captured value that starts at `at`.
+fn parse_at<T: serde::de::DeserializeOwned, E>(
+    value: &[u8],
+    at: Position,
+    what: &str,
+) -> Result<T, ReadError<E>> {
+    serde_json::from_slice(value).map_err(|e| ReadError::Syntax {
+        position: within(at, &e),
+        message: format!("{what}: {}", strip_position(&e)),
+    })
+}
+
+/// The file position of an error that serde_json located within a value starting at `start`.
+fn within(start: Position, e: &serde_json::Error) -> Position {
+    let (line, column) = (e.line() as u64, e.column() as u64);
+    if line <= 1 {
+        Position {
+            line: start.line,
+            column: start.column + column.saturating_sub(1),
+            offset: start.offset,
+        }
+    } else {
+        Position {
+            line: start.line + line - 1,
+            column,
+            offset: start.offset,
         }
     }
 }
@@ -127,175 +257,154 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// Counts lines and columns of the bytes handed to the parser.
-struct Tracked<R> {
-    inner: R,
-    position: Rc<Cell<Position>>,
+/// Reads bytes and knows where it is.
+struct Scanner<R> {
+    input: R,
+    offset: u64,
+    line: u64,
+    /// Offset of the first byte of the current line.
+    line_start: u64,
 }
 
-impl<R: BufRead> Read for Tracked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.inner.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        let mut p = self.position.get();
-        for &b in &available[..n] {
-            if b == b'\n' {
-                p.line += 1;
-                p.column = 1;
-            } else {
-                p.column += 1;
-            }
+impl<R: BufRead> Scanner<R> {
+    fn position(&self) -> Position {
+        Position {
+            line: self.line,
+            column: self.offset - self.line_start + 1,
+            offset: self.offset,
         }
-        p.offset += n as u64;
-        self.position.set(p);
-        self.inner.consume(n);
-        Ok(n)
-    }
-}
-
-struct State<F, E> {
-    on_analysis: F,
-    position: Rc<Cell<Position>>,
-    header: Header,
-    aborted: Option<E>,
-    bad_version: Option<(String, Position)>,
-}
-
-struct TopVisitor<'s, F, E> {
-    state: &'s mut State<F, E>,
-}
-
-const TOP_FIELDS: &[&str] = &["version", "created_at", "metadata", "analyses"];
-
-impl<'de, F, E> Visitor<'de> for TopVisitor<'_, F, E>
-where
-    F: FnMut(RawAnalysis, Position) -> Result<(), E>,
-{
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object with version, created_at, metadata and analyses")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen_analyses = false;
-        while let Some(key) = map.next_key::<String>()? {
-            let header = &mut self.state.header;
-            match key.as_str() {
-                "version" => {
-                    let v: String = map.next_value()?;
-                    if header.version.is_some() {
-                        return Err(de::Error::duplicate_field("version"));
-                    }
-                    if v != FORMAT_VERSION {
-                        let at = self.state.position.get();
-                        self.state.bad_version = Some((v, at));
-                        return Err(de::Error::custom("unsupported format version"));
-                    }
-                    header.version = Some(v);
-                }
-                "created_at" => {
-                    let v: String = map.next_value()?;
-                    if header.created_at.replace(v).is_some() {
-                        return Err(de::Error::duplicate_field("created_at"));
-                    }
-                }
-                "metadata" => {
-                    let v: Counts = map.next_value()?;
-                    if header.metadata.replace(v).is_some() {
-                        return Err(de::Error::duplicate_field("metadata"));
-                    }
-                }
-                "analyses" => {
-                    if seen_analyses {
-                        return Err(de::Error::duplicate_field("analyses"));
-                    }
-                    seen_analyses = true;
-                    map.next_value_seed(AnalysesSeed { state: self.state })?;
-                }
-                other => return Err(de::Error::unknown_field(other, TOP_FIELDS)),
-            }
+    fn syntax<E>(&self, message: String) -> ReadError<E> {
+        self.syntax_at(self.position(), message)
+    }
+
+    /// An error about the byte just read.
+    fn syntax_back<E>(&self, message: String) -> ReadError<E> {
+        let mut p = self.position();
+        p.column = p.column.saturating_sub(1).max(1);
+        self.syntax_at(p, message)
+    }
+
+    fn syntax_at<E>(&self, position: Position, message: String) -> ReadError<E> {
+        ReadError::Syntax { position, message }
+    }
+
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        Ok(self.input.fill_buf()?.first().copied())
+    }
+
+    /// Consumes `n` bytes of the current buffer, keeping the position.
+    fn advance(&mut self, n: usize) {
+        let buf = &self.input.fill_buf().expect("buffer already filled")[..n];
+        if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+            self.line += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.line_start = self.offset + last as u64 + 1;
         }
-        if !seen_analyses {
-            return Err(de::Error::missing_field("analyses"));
+        self.offset += n as u64;
+        self.input.consume(n);
+    }
+
+    fn next(&mut self) -> io::Result<Option<u8>> {
+        let b = self.peek()?;
+        if b.is_some() {
+            self.advance(1);
         }
-        Ok(())
-    }
-}
-
-struct AnalysesSeed<'s, F, E> {
-    state: &'s mut State<F, E>,
-}
-
-impl<'de, F, E> DeserializeSeed<'de> for AnalysesSeed<'_, F, E>
-where
-    F: FnMut(RawAnalysis, Position) -> Result<(), E>,
-{
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, F, E> Visitor<'de> for AnalysesSeed<'_, F, E>
-where
-    F: FnMut(RawAnalysis, Position) -> Result<(), E>,
-{
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of analyses")
+        Ok(b)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        for index in 0.. {
-            let seed = OneAnalysis {
-                position: &self.state.position,
-                index,
-            };
-            let Some((analysis, start)) = seq.next_element_seed(seed)? else {
+    fn skip_whitespace(&mut self) -> io::Result<()> {
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
                 return Ok(());
-            };
-            if let Err(e) = (self.state.on_analysis)(analysis, start) {
-                self.state.aborted = Some(e);
-                return Err(de::Error::custom("stopped"));
+            }
+            let n = buf
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+                .count();
+            let all = n == buf.len();
+            self.advance(n);
+            if !all {
+                return Ok(());
             }
         }
-        unreachable!("the loop runs until the array ends")
     }
-}
 
-/// Deserializes one analysis and notes where it began.
-struct OneAnalysis<'p> {
-    position: &'p Rc<Cell<Position>>,
-    index: usize,
-}
+    fn expect<E>(&mut self, byte: u8, what: &str) -> Result<(), ReadError<E>> {
+        match self.peek()? {
+            Some(b) if b == byte => {
+                self.advance(1);
+                Ok(())
+            }
+            Some(_) => Err(self.syntax(format!("expected {what}"))),
+            None => Err(self.syntax(format!("unexpected end of file, expected {what}"))),
+        }
+    }
 
-impl<'de> DeserializeSeed<'de> for OneAnalysis<'_> {
-    type Value = (RawAnalysis, Position);
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        // The parser has already read (peeked) the opening brace: step back one column.
-        let mut start = self.position.get();
-        start.column = start.column.saturating_sub(1).max(1);
-        start.offset = start.offset.saturating_sub(1);
-        // Name the field at fault: `analyses[3].chunks[1].chunk_index: invalid type …`.
-        let analysis = serde_path_to_error::deserialize(d).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            let message = message
-                .rfind(" at line ")
-                .map_or(&message[..], |i| &message[..i]);
-            let field = if path == "." {
-                String::new()
-            } else {
-                format!(".{path}")
-            };
-            de::Error::custom(format_args!("analyses[{}]{field}: {message}", self.index))
-        })?;
-        Ok((analysis, start))
+    /// Copies one JSON value into `out` without interpreting it (strings and nesting are
+    /// tracked, so that it ends in the right place); `serde_json` checks it afterwards.
+    fn capture<E>(&mut self, out: &mut Vec<u8>, what: &str) -> Result<(), ReadError<E>> {
+        out.clear();
+        let start = self.position();
+        let first = match self.peek()? {
+            Some(b) => b,
+            None => return Err(self.syntax(format!("unexpected end of file, expected {what}"))),
+        };
+        if !matches!(first, b'{' | b'[' | b'"') {
+            // A scalar: up to the next delimiter.
+            loop {
+                let buf = self.input.fill_buf()?;
+                let n = buf
+                    .iter()
+                    .take_while(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                    .count();
+                let all = n == buf.len() && n > 0;
+                out.extend_from_slice(&buf[..n]);
+                self.advance(n);
+                if !all {
+                    return Ok(());
+                }
+            }
+        }
+        let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Err(self.syntax(format!(
+                    "unexpected end of file inside {what} (which starts at {start}): the file is truncated"
+                )));
+            }
+            let mut end = None;
+            for (i, &b) in buf.iter().enumerate() {
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                    }
+                } else {
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+                if depth == 0 && !in_string {
+                    end = Some(i + 1);
+                    break;
+                }
+            }
+            let n = end.unwrap_or(buf.len());
+            out.extend_from_slice(&buf[..n]);
+            self.advance(n);
+            if end.is_some() {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -303,7 +412,9 @@ impl<'de> DeserializeSeed<'de> for OneAnalysis<'_> {
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> Result<(Header, Vec<(String, Position)>), ReadError<()>> {
+    type Read = (Header, Vec<(String, Position)>);
+
+    fn read(text: &str) -> Result<Read, ReadError<String>> {
         let mut seen = Vec::new();
         let header = read_backup(text.as_bytes(), |a, at| {
             seen.push((a.id, at));

@@ -89,7 +89,9 @@ pub struct Validator<'p> {
     analysis_ids: HashSet<Uuid>,
     chunk_ids: HashSet<Uuid>,
     artifact_ids: HashSet<Uuid>,
-    urls: HashMap<String, Uuid>,
+    /// 64-bit hash of each URL seen → the analysis that had it (a warning check: memory beats
+    /// the one-in-2^64 chance of a false duplicate).
+    urls: HashMap<u64, Uuid>,
 }
 
 impl<'p> Validator<'p> {
@@ -141,11 +143,12 @@ impl<'p> Validator<'p> {
                 .report
                 .fail(Check::Urls, format!("{place}: url {:?} {why}", raw.url)),
             None => {
-                if let (Some(_), Some(first)) = (id, self.urls.get(&raw.url)) {
+                let key = url_key(&raw.url);
+                if let (Some(_), Some(first)) = (id, self.urls.get(&key)) {
                     let msg = format!("{place}: url {} also used by analysis {first}", raw.url);
                     self.report.warn(Check::DuplicateUrls, msg);
                 } else if let Some(id) = id {
-                    self.urls.insert(raw.url.clone(), id);
+                    self.urls.insert(key, id);
                 }
             }
         }
@@ -373,6 +376,13 @@ impl<'p> Validator<'p> {
         self.report.fail(check, message);
         self.report
     }
+}
+
+fn url_key(url: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut h);
+    h.finish()
 }
 
 fn has_nul(v: &Value) -> bool {

@@ -21,6 +21,8 @@ pub struct BackupOptions {
     pub metadata_file: PathBuf,
     /// Which analyses to include.
     pub filter: StatusFilter,
+    /// Allow replacing a backup that holds analyses with one that holds none.
+    pub allow_empty: bool,
 }
 
 /// What a backup did.
@@ -41,6 +43,21 @@ pub struct BackupSummary {
     pub elapsed: Duration,
 }
 
+/// A wrong `--database-url` or `--status` must not silently turn a golden backup into an empty one.
+fn refuse_to_empty(options: &BackupOptions) -> Result<(), OpError> {
+    let held = crate::format::read_metadata_file(&options.metadata_file)
+        .map(|c| c.total_analyses)
+        .unwrap_or(0);
+    if held > 0 {
+        return Err(OpError::Refused(format!(
+            "the database has no analyses to back up, but {} holds {held}; refusing to empty it \
+             (check --database-url and --status, or pass --allow-empty)",
+            options.file.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the backup of `store` described by `options`.
 pub fn backup(
     store: &mut dyn Store,
@@ -53,6 +70,9 @@ pub fn backup(
     let counts = {
         let mut snapshot = store.snapshot()?;
         let counts = snapshot.counts(&options.filter)?;
+        if counts.total_analyses == 0 && !options.allow_empty {
+            refuse_to_empty(options)?;
+        }
         progress.start("backup", counts.total_analyses, Unit::Records);
         let mut writer = BackupWriter::new(BufWriter::new(out.file()), Timestamp::now(), counts)
             .map_err(OpError::io(path))?;

