@@ -1,0 +1,114 @@
+//! Helpers shared by the integration tests: a temporary workspace with its own database, a way
+//! to run the real `goldset` binary in it, and fingerprints of what a database holds.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The sample dataset shipped in `examples/`.
+pub fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/golden_dataset.json")
+}
+
+/// A backup written by the older Python implementation (copied from the team's fixtures).
+pub fn python_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/python")
+        .join(name)
+}
+
+/// A temporary folder with a database of its own.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+}
+
+impl Workspace {
+    /// A workspace whose database is an SQLite file inside it.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = format!("sqlite:{}", dir.path().join("golden.db").display());
+        Workspace { dir, database_url }
+    }
+
+    /// A path inside the workspace.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `goldset ARGS` in the workspace against its database.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_goldset"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("DATABASE_URL", &self.database_url)
+            .env_remove("GOLDSET_EMBEDDER")
+            .env_remove("GOLDSET_LOG")
+            .output()
+            .expect("goldset runs")
+    }
+
+    /// Runs `goldset ARGS` and insists that it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "goldset {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// Restores `file` with `--replace`.
+    pub fn load(&self, file: &Path) {
+        self.ok(&[
+            "restore",
+            "--replace",
+            "--file",
+            file.to_str().unwrap(),
+            "-q",
+        ]);
+    }
+
+    /// Everything the database holds, as text: a backup of every status (without its
+    /// `created_at` line) and the counts per status. Equal fingerprints, equal databases.
+    pub fn fingerprint(&self) -> String {
+        let file = self.path("fingerprint.json");
+        self.ok(&[
+            "backup",
+            "--status",
+            "all",
+            "--allow-empty",
+            "-q",
+            "--file",
+            file.to_str().unwrap(),
+            "--metadata-file",
+            self.path("fingerprint_metadata.json").to_str().unwrap(),
+        ]);
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let status = self.ok(&["status", "--format", "json"]);
+        format!("{}\n{status}", without_created_at(&text))
+    }
+}
+
+/// A backup's text without its top-level `created_at` line (line 3).
+pub fn without_created_at(text: &str) -> String {
+    text.lines()
+        .enumerate()
+        .filter(|(i, l)| !(*i == 2 && l.starts_with("  \"created_at\": ")))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect()
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
