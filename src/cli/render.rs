@@ -153,7 +153,7 @@ impl Output {
             OpError::Conflicts { examples, count } => {
                 for c in examples {
                     eprintln!(
-                        "  {:?} {} already exists (in analysis {})",
+                        "  {} {} already exists (in analysis {})",
                         c.kind, c.id, c.owner
                     );
                 }

@@ -88,6 +88,16 @@ pub enum RecordKind {
     Artifact,
 }
 
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecordKind::Analysis => "analysis",
+            RecordKind::Chunk => "chunk",
+            RecordKind::Artifact => "artifact",
+        })
+    }
+}
+
 /// An id of the incoming data that the database already holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Existing {
