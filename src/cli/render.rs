@@ -78,8 +78,10 @@ impl Output {
                     format!("restore: restored {}", s.restored)
                 };
                 text += &format!(" from {} ({})", s.file.display(), size(s.bytes));
-                if let Some(removed) = &s.removed {
-                    text += &format!("; replaced {removed}");
+                match &s.removed {
+                    Some(removed) if *removed == Inventory::default() => text += "; the database was empty",
+                    Some(removed) => text += &format!("; replaced {removed}"),
+                    None => {}
                 }
                 if s.skipped.total_analyses > 0 {
                     text += &format!("; skipped {} existing analyses", s.skipped.total_analyses);
