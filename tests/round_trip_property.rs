@@ -2,7 +2,7 @@
 //! (apart from the top-level `created_at`) and the same records.
 
 use goldset::embed::HashEmbedder;
-use goldset::format::reader::read_backup;
+use goldset::format::reader::{read_backup, Item};
 use goldset::format::validate::{MetadataFile, UrlPolicy, Validator};
 use goldset::format::writer::{same_content, BackupWriter};
 use goldset::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
@@ -126,8 +126,10 @@ fn read_all(path: &std::path::Path) -> Vec<Analysis> {
     let mut validator = Validator::new("b.json", &policy);
     let mut out = Vec::new();
     let file = std::fs::File::open(path).unwrap();
-    let header = read_backup(BufReader::new(file), |raw, at| {
-        out.push(validator.check(raw, at).expect("valid"));
+    let header = read_backup(BufReader::new(file), |item| {
+        if let Item::Analysis(raw, at) = item {
+            out.push(validator.check(raw, at).expect("valid"));
+        }
         Ok::<(), ()>(())
     })
     .unwrap();

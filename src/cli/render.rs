@@ -79,7 +79,9 @@ impl Output {
                 };
                 text += &format!(" from {} ({})", s.file.display(), size(s.bytes));
                 match &s.removed {
-                    Some(removed) if *removed == Inventory::default() => text += "; the database was empty",
+                    Some(removed) if *removed == Inventory::default() => {
+                        text += "; the database was empty"
+                    }
                     Some(removed) => text += &format!("; replaced {removed}"),
                     None => {}
                 }

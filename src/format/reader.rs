@@ -62,16 +62,29 @@ pub enum ReadError<E> {
     Aborted(E),
 }
 
-/// Reads a backup from `input`, calling `on_analysis` for each analysis in file order with the
-/// position where it starts. Returns the other top-level fields once the whole file is read.
+/// What the reader hands over while it reads.
+// An item is moved once, into the callback; boxing the large variant would only add an
+// allocation per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Item {
+    /// The `metadata` object, as soon as it is read (before the analyses in canonical files):
+    /// a hint for sizing, not yet checked against the content.
+    Metadata(Counts),
+    /// One analysis and the position where it starts.
+    Analysis(RawAnalysis, Position),
+}
+
+/// Reads a backup from `input`, calling `on_item` with the metadata and with each analysis in
+/// file order. Returns the other top-level fields once the whole file is read.
 ///
 /// The top level is scanned by hand; each analysis is cut out as one byte slice and parsed with
 /// `serde_json` (so memory holds one record), and errors inside it are mapped back to positions
 /// in the file and name the field at fault (`analyses[3].chunks[1].chunk_index: …`).
-pub fn read_backup<R, E, F>(input: R, mut on_analysis: F) -> Result<Header, ReadError<E>>
+pub fn read_backup<R, E, F>(input: R, mut on_item: F) -> Result<Header, ReadError<E>>
 where
     R: BufRead,
-    F: FnMut(RawAnalysis, Position) -> Result<(), E>,
+    F: FnMut(Item) -> Result<(), E>,
 {
     let mut s = Scanner {
         input,
@@ -105,7 +118,7 @@ where
                 if std::mem::replace(&mut seen_analyses, true) {
                     return Err(s.syntax_at(key_at, "duplicate field `analyses`".into()));
                 }
-                read_analyses(&mut s, &mut value, &mut on_analysis)?;
+                read_analyses(&mut s, &mut value, &mut on_item)?;
             }
             "version" => {
                 s.capture(&mut value, "version")?;
@@ -130,6 +143,7 @@ where
             "metadata" => {
                 s.capture(&mut value, "metadata")?;
                 let v: Counts = parse_at(&value, at, "metadata")?;
+                on_item(Item::Metadata(v)).map_err(ReadError::Aborted)?;
                 if header.metadata.replace(v).is_some() {
                     return Err(s.syntax_at(key_at, "duplicate field `metadata`".into()));
                 }
@@ -169,11 +183,11 @@ where
 fn read_analyses<R, E, F>(
     s: &mut Scanner<R>,
     value: &mut Vec<u8>,
-    on_analysis: &mut F,
+    on_item: &mut F,
 ) -> Result<(), ReadError<E>>
 where
     R: BufRead,
-    F: FnMut(RawAnalysis, Position) -> Result<(), E>,
+    F: FnMut(Item) -> Result<(), E>,
 {
     s.expect(b'[', "'[' (analyses is an array)")?;
     s.skip_whitespace()?;
@@ -200,7 +214,7 @@ where
                         message: format!("analyses[{index}]{field}: {}", strip_position(&inner)),
                     }
                 })?;
-        on_analysis(analysis, at).map_err(ReadError::Aborted)?;
+        on_item(Item::Analysis(analysis, at)).map_err(ReadError::Aborted)?;
         s.skip_whitespace()?;
         match s.next()? {
             Some(b',') => continue,
@@ -416,8 +430,10 @@ mod tests {
 
     fn read(text: &str) -> Result<Read, ReadError<String>> {
         let mut seen = Vec::new();
-        let header = read_backup(text.as_bytes(), |a, at| {
-            seen.push((a.id, at));
+        let header = read_backup(text.as_bytes(), |item| {
+            if let Item::Analysis(a, at) = item {
+                seen.push((a.id, at));
+            }
             Ok(())
         })?;
         Ok((header, seen))

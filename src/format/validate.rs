@@ -5,7 +5,7 @@
 //! the whole-file checks (unique ids, counts) in [`Validator::finish`]. Its memory is one id per
 //! record and one URL per analysis, never the records.
 
-use super::reader::{Header, Position};
+use super::reader::{Header, Item, Position};
 use super::record::{RawAnalysis, RawArtifact, RawChunk};
 use crate::model::{Analysis, Artifact, Chunk, Counts};
 use crate::report::{Check, Report};
@@ -106,6 +106,28 @@ impl<'p> Validator<'p> {
             chunk_ids: HashSet::new(),
             artifact_ids: HashSet::new(),
             urls: HashMap::new(),
+        }
+    }
+
+    /// Sizes the id sets for the counts a file announces (capped: the counts are not yet
+    /// checked), so that they do not grow by doubling.
+    pub fn expect(&mut self, counts: &Counts) {
+        const CAP: u64 = 1 << 20;
+        let reserve = |n: u64| n.min(CAP) as usize;
+        self.analysis_ids.reserve(reserve(counts.total_analyses));
+        self.chunk_ids.reserve(reserve(counts.total_chunks));
+        self.artifact_ids.reserve(reserve(counts.total_artifacts));
+        self.urls.reserve(reserve(counts.total_analyses));
+    }
+
+    /// Takes one item from the reader: sizes for metadata, checks an analysis.
+    pub fn item(&mut self, item: Item) -> Option<Analysis> {
+        match item {
+            Item::Metadata(counts) => {
+                self.expect(&counts);
+                None
+            }
+            Item::Analysis(raw, at) => self.check(raw, at),
         }
     }
 

@@ -5,7 +5,7 @@
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
 use crate::format::reader::Header;
-use crate::format::reader::{read_backup, ReadError};
+use crate::format::reader::{read_backup, Item, ReadError};
 use crate::format::validate::{MetadataFile, UrlPolicy, Validator};
 use crate::format::{metadata_path_for, read_metadata_file};
 use crate::model::{Analysis, Counts};
@@ -248,20 +248,25 @@ fn read_batches<'o>(
     let mut batch = Vec::new();
     let mut batch_chunks = 0;
     let limit = options.batch_chunks.max(1);
-    let read = read_backup(BufReader::with_capacity(1 << 16, file), |raw, at| {
-        progress.set(at.offset);
-        match validator.check(raw, at) {
-            Some(a) if !validator.has_errors() => {
-                batch_chunks += a.chunks.len();
-                batch.push(a);
-                if batch_chunks >= limit {
-                    batch_chunks = 0;
-                    batches
-                        .send(std::mem::take(&mut batch))
-                        .map_err(|_| Hangup)?;
-                }
+    let read = read_backup(BufReader::with_capacity(1 << 16, file), |item| {
+        if let Item::Analysis(_, at) = &item {
+            progress.set(at.offset);
+        }
+        let valid = validator.item(item);
+        if validator.has_errors() {
+            // Nothing more will be written: the transaction is going to be rolled back.
+            batch.clear();
+            return Ok(());
+        }
+        if let Some(a) = valid {
+            batch_chunks += a.chunks.len();
+            batch.push(a);
+            if batch_chunks >= limit {
+                batch_chunks = 0;
+                batches
+                    .send(std::mem::take(&mut batch))
+                    .map_err(|_| Hangup)?;
             }
-            _ => batch.clear(),
         }
         Ok(())
     });

@@ -4,7 +4,7 @@
 use super::restore::metadata_file_state;
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
-use crate::format::reader::{read_backup, ReadError};
+use crate::format::reader::{read_backup, Item, ReadError};
 use crate::format::validate::{UrlPolicy, Validator};
 use crate::format::writer::write_canonical;
 use crate::model::{Analysis, Counts, StatusFilter};
@@ -71,9 +71,11 @@ pub fn verify(
     let mut statuses: BTreeSet<String> = BTreeSet::new();
     let mut buffer = Vec::new();
     progress.start("verify", bytes, Unit::Bytes);
-    let read = read_backup(BufReader::with_capacity(1 << 16, file), |raw, at| {
-        progress.set(at.offset);
-        if let Some(a) = validator.check(raw, at) {
+    let read = read_backup(BufReader::with_capacity(1 << 16, file), |item| {
+        if let Item::Analysis(_, at) = &item {
+            progress.set(at.offset);
+        }
+        if let Some(a) = validator.item(item) {
             statuses.insert(a.status.clone());
             digests.insert(a.id, digest(&a, &mut buffer));
         }
