@@ -154,7 +154,7 @@ proptest! {
         }
         writer.finish().unwrap();
 
-        let mut store = SqliteStore::open(&dir.path().join("db.sqlite"), true).unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("db.sqlite"), &goldset::store::OpenOptions { create: true, ..Default::default() }).unwrap();
         let options = RestoreOptions {
             file: original.clone(),
             metadata_file: None,

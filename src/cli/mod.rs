@@ -21,7 +21,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "goldset", version, propagate_version = true)]
 pub struct Cli {
-    /// Where the dataset lives: sqlite:PATH.
+    /// Where the dataset lives: sqlite:PATH or postgres://USER@HOST:PORT/DB (PG* variables
+    /// fill what the URL leaves out; prefer PGPASSWORD or ~/.pgpass to a password in the URL).
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -30,6 +31,9 @@ pub struct Cli {
         hide_env_values = true
     )]
     database_url: String,
+    /// PostgreSQL schema that holds goldset's tables.
+    #[arg(long, env = "GOLDSET_SCHEMA", default_value = "public", global = true)]
+    schema: String,
     /// Embedding model for restored chunks: hash or hash:DIM.
     #[arg(long, env = "GOLDSET_EMBEDDER", default_value = embed::DEFAULT_SPEC, global = true)]
     embedder: String,
@@ -121,6 +125,12 @@ struct RestoreArgs {
     /// Validate and show what would change, then roll back.
     #[arg(long)]
     dry_run: bool,
+    /// If another restore is running, fail at once instead of waiting for it.
+    #[arg(long, overrides_with = "wait")]
+    no_wait: bool,
+    /// If another restore is running, wait for it (the default).
+    #[arg(long, overrides_with = "no_wait")]
+    wait: bool,
     /// Chunks embedded and written per batch.
     #[arg(long, default_value_t = 256, hide = true)]
     batch_chunks: usize,
@@ -213,7 +223,16 @@ fn init_logging(verbose: u8) {
 }
 
 fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
-    Ok(store::open(&cli.database_url, create)?)
+    let wait_for_lock = match &cli.command {
+        Command::Restore(args) => !args.no_wait,
+        _ => true,
+    };
+    let options = store::OpenOptions {
+        create,
+        schema: cli.schema.clone(),
+        wait_for_lock,
+    };
+    Ok(store::open(&cli.database_url, &options)?)
 }
 
 fn embedder(cli: &Cli) -> Result<Box<dyn Embedder>, OpError> {

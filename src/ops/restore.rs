@@ -112,6 +112,7 @@ pub fn restore(
     } else {
         None
     };
+    check_embedding_model(&mut *tx, embedder)?;
 
     progress.start("restore", bytes, Unit::Bytes);
     let mut writer = Writer {
@@ -208,6 +209,29 @@ pub fn restore(
         dry_run: options.dry_run,
         elapsed: started.elapsed(),
     })
+}
+
+/// One model per database: an additive restore with another model than the one that embedded
+/// the chunks already there would leave a mix that no similarity search can use.
+fn check_embedding_model(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+) -> Result<(), OpError> {
+    let (model, dimension) = (embedder.model_id(), embedder.dimension());
+    let held = tx.embedding_models()?;
+    if let Some(other) = held
+        .iter()
+        .find(|m| m.model != model || m.dimension != dimension)
+    {
+        return Err(OpError::Refused(format!(
+            "the database holds {} chunks embedded by {} ({} dimensions) but this restore embeds with {model} \
+             ({dimension} dimensions); restore with --replace to switch models, or \
+             choose the --embedder that matches",
+            other.chunks, other.model, other.dimension
+        )));
+    }
+    tx.prepare_embeddings(dimension)?;
+    Ok(())
 }
 
 /// The metadata file to check: the one named, or the one beside the backup if it exists.
@@ -368,17 +392,12 @@ impl Writer<'_, '_> {
     }
 
     fn insert(&mut self, batch: Embedded) -> Result<(), OpError> {
-        let mut offset = 0;
-        for analysis in &batch.analyses {
-            let n = analysis.chunks.len();
-            let embeddings = (!self.options.dry_run).then(|| ChunkEmbeddings {
-                model: self.model,
-                vectors: &batch.vectors[offset..offset + n],
-            });
-            self.tx.insert(analysis, embeddings)?;
-            offset += n;
-            self.restored.add(analysis);
-        }
+        let embeddings = (!self.options.dry_run).then(|| ChunkEmbeddings {
+            model: self.model,
+            vectors: &batch.vectors,
+        });
+        self.tx.insert_batch(&batch.analyses, embeddings)?;
+        batch.analyses.iter().for_each(|a| self.restored.add(a));
         self.embedded += batch.vectors.len() as u64;
         Ok(())
     }

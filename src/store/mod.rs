@@ -5,6 +5,7 @@
 //! writes through a [`WriteTransaction`] (everything a restore does commits together or not at
 //! all).
 
+pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 
@@ -26,6 +27,12 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error (connection parameters are never part of the message).
+    #[error("postgres: {}", postgres::describe(.0))]
+    Postgres(#[from] ::postgres::Error),
+    /// Another restore holds the database's write lock (`--no-wait`).
+    #[error("{0}")]
+    Locked(String),
     /// The database holds something goldset cannot read back.
     #[error("the database holds an invalid record: {0}")]
     Corrupt(String),
@@ -109,13 +116,24 @@ pub struct Existing {
     pub owner: Uuid,
 }
 
-/// Embeddings of one analysis's chunks, in chunk order.
+/// Embeddings of a batch's chunks, in chunk order.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkEmbeddings<'a> {
     /// The model that made them.
     pub model: &'a str,
     /// One vector per chunk.
     pub vectors: &'a [Vec<f32>],
+}
+
+/// A model whose embeddings a database holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EmbeddingModel {
+    /// Model id.
+    pub model: String,
+    /// Vector length.
+    pub dimension: usize,
+    /// Chunks it embedded.
+    pub chunks: u64,
 }
 
 /// How the embeddings in a database look against the expected model.
@@ -172,19 +190,47 @@ pub trait WriteTransaction {
     fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>>;
     /// Deletes these analyses with their chunks and artifacts.
     fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()>;
-    /// Inserts an analysis with its chunks (and their embeddings, if given) and artifact.
-    fn insert(
+    /// Inserts analyses with their chunks and artifacts. With `embeddings`, chunk `i` of the
+    /// batch (counting across analyses, in order) gets vector `i`.
+    fn insert_batch(
         &mut self,
-        analysis: &Analysis,
+        analyses: &[Analysis],
         embeddings: Option<ChunkEmbeddings<'_>>,
     ) -> Result<()>;
+    /// The models and dimensions of the embeddings the database holds, with chunk counts.
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
+    /// Prepares storage for vectors of `dimension` (PostgreSQL types the vector column); called
+    /// when no embedding of another dimension remains.
+    fn prepare_embeddings(&mut self, dimension: usize) -> Result<()>;
     /// Makes everything durable.
     fn commit(self: Box<Self>) -> Result<()>;
 }
 
-/// Opens the store a database URL names (`sqlite:PATH`). Only when `create` is set may a new,
-/// empty database come into being: reading commands must not mistake a typo for an empty dataset.
-pub fn open(url: &str, create: bool) -> Result<Box<dyn Store>> {
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Create the database (SQLite) or the schema and tables (PostgreSQL) when missing. Only
+    /// writing commands set it: reading commands must not mistake a typo for an empty dataset.
+    pub create: bool,
+    /// PostgreSQL schema holding goldset's tables.
+    pub schema: String,
+    /// When another restore holds the write lock: wait for it (true) or fail at once.
+    pub wait_for_lock: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: false,
+            schema: "public".into(),
+            wait_for_lock: true,
+        }
+    }
+}
+
+/// Opens the store a database URL names: `sqlite:PATH`, or `postgres://…` / `postgresql://…`
+/// (libpq `PG*` environment variables fill what the URL leaves out).
+pub fn open(url: &str, options: &OpenOptions) -> Result<Box<dyn Store>> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -197,12 +243,15 @@ pub fn open(url: &str, create: bool) -> Result<Box<dyn Store>> {
         }
         return Ok(Box::new(sqlite::SqliteStore::open(
             std::path::Path::new(path),
-            create,
+            options,
         )?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(postgres::PostgresStore::open(url, options)?));
     }
     Err(StoreError::InvalidUrl {
         url: redact_url(url),
-        reason: "expected sqlite:PATH".into(),
+        reason: "expected sqlite:PATH or postgres://…".into(),
     })
 }
 

@@ -12,8 +12,8 @@
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
 use super::{
-    ChunkEmbeddings, EmbeddingHealth, Existing, Inventory, ReadSnapshot, RecordKind, Result, Store,
-    StoreError, WriteTransaction,
+    ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory, OpenOptions,
+    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -32,9 +32,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens the database at `path`, creating it (and its folder) when `create` is set, and
-    /// migrates its schema.
-    pub fn open(path: &Path, create: bool) -> Result<Self> {
+    /// Opens the database at `path`, creating it (and its folder) when `options.create` is set,
+    /// and migrates its schema. Without `options.wait_for_lock`, a second writer fails at once.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+        let create = options.create;
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -50,7 +51,11 @@ impl SqliteStore {
             )));
         }
         let conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.busy_timeout(if options.wait_for_lock {
+            Duration::from_secs(600)
+        } else {
+            Duration::ZERO
+        })?;
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -340,6 +345,59 @@ fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+impl SqliteWrite<'_> {
+    fn insert(&mut self, a: &Analysis, embeddings: Option<(&str, &[Vec<f32>])>) -> Result<()> {
+        let findings = serde_json::to_string(&a.findings).map_err(corrupt)?;
+        let id = a.id.to_string();
+        self.tx
+            .prepare_cached(&schema::insert_sql(ANALYSES, schema::ANALYSIS_COLUMNS))?
+            .execute(params![
+                id,
+                a.url,
+                a.content_type,
+                a.status,
+                a.created_at.unix_micros(),
+                findings
+            ])?;
+        let mut columns = schema::CHUNK_COLUMNS.to_vec();
+        columns.extend_from_slice(schema::EMBEDDING_COLUMNS);
+        let mut stmt = self
+            .tx
+            .prepare_cached(&schema::insert_sql(CHUNKS, &columns))?;
+        for (i, c) in a.chunks.iter().enumerate() {
+            let (blob, model) = match embeddings {
+                Some((model, vectors)) => (Some(vector_to_blob(&vectors[i])), Some(model)),
+                None => (None, None),
+            };
+            stmt.execute(params![
+                c.id.to_string(),
+                id,
+                c.chunk_index,
+                c.content,
+                c.section_title,
+                c.section_path,
+                c.content_type,
+                blob,
+                model
+            ])?;
+        }
+        if let Some(r) = &a.artifact {
+            let key_findings = serde_json::to_string(&r.key_findings).map_err(corrupt)?;
+            let metadata = serde_json::to_string(&r.metadata).map_err(corrupt)?;
+            self.tx
+                .prepare_cached(&schema::insert_sql(ARTIFACTS, schema::ARTIFACT_COLUMNS))?
+                .execute(params![
+                    r.id.to_string(),
+                    id,
+                    r.summary,
+                    key_findings,
+                    metadata
+                ])?;
+        }
+        Ok(())
+    }
+}
+
 /// An embedding as a BLOB: little-endian `f32`s.
 pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -402,54 +460,38 @@ impl WriteTransaction for SqliteWrite<'_> {
         Ok(())
     }
 
-    fn insert(&mut self, a: &Analysis, embeddings: Option<ChunkEmbeddings<'_>>) -> Result<()> {
-        let findings = serde_json::to_string(&a.findings).map_err(corrupt)?;
-        let id = a.id.to_string();
-        self.tx
-            .prepare_cached(&schema::insert_sql(ANALYSES, schema::ANALYSIS_COLUMNS))?
-            .execute(params![
-                id,
-                a.url,
-                a.content_type,
-                a.status,
-                a.created_at.unix_micros(),
-                findings
-            ])?;
-        let mut columns = schema::CHUNK_COLUMNS.to_vec();
-        columns.extend_from_slice(schema::EMBEDDING_COLUMNS);
-        let mut stmt = self
-            .tx
-            .prepare_cached(&schema::insert_sql(CHUNKS, &columns))?;
-        for (i, c) in a.chunks.iter().enumerate() {
-            let (blob, model) = match embeddings {
-                Some(e) => (Some(vector_to_blob(&e.vectors[i])), Some(e.model)),
-                None => (None, None),
-            };
-            stmt.execute(params![
-                c.id.to_string(),
-                id,
-                c.chunk_index,
-                c.content,
-                c.section_title,
-                c.section_path,
-                c.content_type,
-                blob,
-                model
-            ])?;
+    fn insert_batch(
+        &mut self,
+        analyses: &[Analysis],
+        embeddings: Option<ChunkEmbeddings<'_>>,
+    ) -> Result<()> {
+        let mut offset = 0;
+        for a in analyses {
+            let n = a.chunks.len();
+            let vectors = embeddings.map(|e| (e.model, &e.vectors[offset..offset + n]));
+            self.insert(a, vectors)?;
+            offset += n;
         }
-        if let Some(r) = &a.artifact {
-            let key_findings = serde_json::to_string(&r.key_findings).map_err(corrupt)?;
-            let metadata = serde_json::to_string(&r.metadata).map_err(corrupt)?;
-            self.tx
-                .prepare_cached(&schema::insert_sql(ARTIFACTS, schema::ARTIFACT_COLUMNS))?
-                .execute(params![
-                    r.id.to_string(),
-                    id,
-                    r.summary,
-                    key_findings,
-                    metadata
-                ])?;
-        }
+        Ok(())
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT embedding_model, length(embedding) / 4, count(*) FROM {CHUNKS}
+             WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(EmbeddingModel {
+                model: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                dimension: r.get::<_, i64>(1)? as usize,
+                chunks: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn prepare_embeddings(&mut self, _dimension: usize) -> Result<()> {
+        // BLOBs take any length.
         Ok(())
     }
 

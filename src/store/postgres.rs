@@ -1,0 +1,948 @@
+//! PostgreSQL + pgvector: the production store.
+//!
+//! * Tables live in a schema of the user's choosing (`--schema`, default `public`); the
+//!   embedding column is a pgvector `vector(D)`, typed by the first restore (D from the embedder).
+//!   No vector index is built: goldset never searches by similarity, an HNSW build would
+//!   dominate restore time, and the application that searches knows which operator class and
+//!   parameters it wants (see ARCHITECTURE.md).
+//! * A snapshot is a `REPEATABLE READ, READ ONLY` transaction; rows stream through three
+//!   portals fetched in pages, merged by analysis (a bounded number of round trips).
+//! * A write transaction holds a session-level advisory lock (one restore at a time per schema)
+//!   and writes with `COPY … FROM STDIN (FORMAT binary)`.
+//! * Connection URLs: `postgres://` or `postgresql://`, `sslmode=disable|prefer|require`, and
+//!   the libpq variables `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`,
+//!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
+
+use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
+use super::{
+    redact_url, ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory, OpenOptions,
+    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
+};
+use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
+use crate::timestamp::Timestamp;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::config::SslMode;
+use postgres::types::{Json, ToSql, Type};
+use postgres::{Client, Config, IsolationLevel, Row, Transaction};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::str::FromStr;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Rows fetched per round trip when streaming a backup.
+const FETCH_ROWS: i32 = 1000;
+
+/// The text of a PostgreSQL error, without anything from the connection string.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text += &format!(" ({detail})");
+            }
+            if let Some(hint) = db.hint() {
+                text += &format!("; hint: {hint}");
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A golden dataset in a PostgreSQL schema.
+pub struct PostgresStore {
+    client: Client,
+    location: String,
+    names: Names,
+    wait_for_lock: bool,
+}
+
+/// Fully qualified, quoted names of the tables in the chosen schema.
+struct Names {
+    schema: String,
+    analyses: String,
+    chunks: String,
+    artifacts: String,
+    migrations: String,
+    /// Schema-qualified `vector` type (pgvector may live in another schema than ours).
+    vector: String,
+    /// Advisory lock key of this schema.
+    lock_key: i64,
+}
+
+impl Names {
+    fn new(schema: &str) -> Self {
+        let q = |t: &str| format!("{}.{t}", quote(schema));
+        let lock_key = {
+            // FNV-1a of "goldset:" + schema: stable across runs and machines.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in b"goldset:".iter().chain(schema.as_bytes()) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h as i64
+        };
+        Names {
+            schema: schema.to_owned(),
+            analyses: q(ANALYSES),
+            chunks: q(CHUNKS),
+            artifacts: q(ARTIFACTS),
+            migrations: q("goldset_migrations"),
+            vector: "vector".into(),
+            lock_key,
+        }
+    }
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Builds the connection configuration: the URL first, then libpq's environment variables.
+fn config(url: &str) -> Result<Config> {
+    let invalid = |reason: String| StoreError::InvalidUrl {
+        url: redact_url(url),
+        reason,
+    };
+    let mut config = Config::from_str(url).map_err(|e| invalid(describe(&e)))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if config.get_hosts().is_empty() {
+        config.host(&env("PGHOST").unwrap_or_else(|| "localhost".into()));
+    }
+    if config.get_ports().is_empty() {
+        if let Some(port) = env("PGPORT") {
+            config.port(
+                port.parse()
+                    .map_err(|_| invalid(format!("PGPORT {port:?} is not a port")))?,
+            );
+        }
+    }
+    if config.get_user().is_none() {
+        let user = env("PGUSER")
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "postgres".into());
+        config.user(&user);
+    }
+    if config.get_password().is_none() {
+        if let Some(password) = env("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            config.dbname(&db);
+        }
+    }
+    if !url.contains("sslmode=") {
+        if let Some(mode) = env("PGSSLMODE") {
+            config.ssl_mode(match mode.as_str() {
+                "disable" => SslMode::Disable,
+                "allow" | "prefer" => SslMode::Prefer,
+                "require" | "verify-ca" | "verify-full" => SslMode::Require,
+                other => return Err(invalid(format!("PGSSLMODE {other:?} is not a known mode"))),
+            });
+        }
+    }
+    config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "goldset".into()));
+    Ok(config)
+}
+
+fn valid_schema(schema: &str) -> Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(format!(
+            "schema name {schema:?}: use letters, digits and underscores (at most 63)"
+        )))
+    }
+}
+
+impl PostgresStore {
+    /// Connects, checks pgvector, and creates or migrates the schema (creating only with
+    /// `options.create`).
+    pub fn open(url: &str, options: &OpenOptions) -> Result<Self> {
+        valid_schema(&options.schema)?;
+        let config = config(url)?;
+        let connector = native_tls::TlsConnector::new()
+            .map_err(|e| StoreError::Schema(format!("TLS set-up failed: {e}")))?;
+        let client = config
+            .connect(postgres_native_tls::MakeTlsConnector::new(connector))
+            .map_err(|e| {
+                StoreError::Schema(format!(
+                    "cannot connect to {}: {}",
+                    redact_url(url),
+                    describe(&e)
+                ))
+            })?;
+        let mut store = PostgresStore {
+            client,
+            location: format!("{} (schema {})", redact_url(url), options.schema),
+            names: Names::new(&options.schema),
+            wait_for_lock: options.wait_for_lock,
+        };
+        store.migrate(options.create)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, create: bool) -> Result<()> {
+        let n = &self.names;
+        let vector_schema: Option<String> = self
+            .client
+            .query_opt(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                 WHERE e.extname = 'vector'",
+                &[],
+            )?
+            .map(|r| r.get(0));
+        let tables_exist: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{}.goldset_migrations", quote(&n.schema))],
+            )?
+            .get(0);
+        if !tables_exist && !create {
+            return Err(StoreError::Missing(format!(
+                "{} holds no goldset tables (create them with `goldset init` or `goldset restore`)",
+                self.location
+            )));
+        }
+        let vector_schema = match vector_schema {
+            Some(s) => s,
+            None => {
+                let available: bool = self
+                    .client
+                    .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')", &[])?
+                    .get(0);
+                if !available {
+                    return Err(StoreError::Schema(
+                        "the pgvector extension is not installed on this server (https://github.com/pgvector/pgvector#installation)".into(),
+                    ));
+                }
+                self.client
+                    .batch_execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    .map_err(|e| {
+                        StoreError::Schema(format!(
+                            "CREATE EXTENSION vector failed: {} (ask a superuser to run it once)",
+                            describe(&e)
+                        ))
+                    })?;
+                self.client
+                    .query_one(
+                        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                         WHERE e.extname = 'vector'",
+                        &[],
+                    )?
+                    .get(0)
+            }
+        };
+        self.names.vector = format!("{}.vector", quote(&vector_schema));
+        let n = &self.names;
+        let migrations = postgres_migrations(n);
+        let mut tx = self.client.transaction()?;
+        // One migrator at a time, per schema.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(n.lock_key ^ 1)])?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {m} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+            schema = quote(&n.schema),
+            m = n.migrations
+        ))?;
+        let current: i32 = tx
+            .query_one(
+                &format!("SELECT coalesce(max(version), 0) FROM {}", n.migrations),
+                &[],
+            )?
+            .get(0);
+        if current as usize > migrations.len() {
+            return Err(StoreError::Schema(format!(
+                "schema {} is at version {current}; this goldset knows up to {} — upgrade goldset",
+                n.schema,
+                schema::SCHEMA_VERSION
+            )));
+        }
+        for (i, sql) in migrations.iter().enumerate().skip(current as usize) {
+            tracing::info!(version = i + 1, "applying PostgreSQL migration");
+            tx.batch_execute(sql)?;
+            tx.execute(
+                &format!("INSERT INTO {} (version) VALUES ($1)", n.migrations),
+                &[&(i as i32 + 1)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Who holds this schema's restore lock, for the message.
+    fn lock_holder(&mut self) -> Result<String> {
+        let key = self.names.lock_key;
+        let row = self.client.query_opt(
+            "SELECT a.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''),
+                    coalesce(host(a.client_addr), 'local'), to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ')
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                AND l.classid = (($1::bigint >> 32) & 4294967295)::oid
+                AND l.objid = ($1::bigint & 4294967295)::oid",
+            &[&key],
+        )?;
+        Ok(match row {
+            Some(r) => format!(
+                "pid {} (user {}, application {}, from {}, connected since {})",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, String>(3),
+                r.get::<_, String>(4)
+            ),
+            None => "another session".into(),
+        })
+    }
+}
+
+/// PostgreSQL migrations; entry `i` brings the schema from version `i` to `i + 1`.
+fn postgres_migrations(n: &Names) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE {a} (
+             id           uuid PRIMARY KEY,
+             url          text NOT NULL,
+             content_type text NOT NULL,
+             status       text NOT NULL,
+             created_at   timestamptz NOT NULL,
+             findings     jsonb NOT NULL
+         );
+         CREATE INDEX ON {a} (created_at, id);
+         CREATE INDEX ON {a} (status, created_at, id);
+         CREATE TABLE {c} (
+             id              uuid PRIMARY KEY,
+             analysis_id     uuid NOT NULL REFERENCES {a} (id) ON DELETE CASCADE,
+             chunk_index     integer NOT NULL,
+             content         text NOT NULL,
+             section_title   text,
+             section_path    text,
+             content_type    text NOT NULL,
+             embedding       {v},
+             embedding_model text,
+             UNIQUE (analysis_id, chunk_index)
+         );
+         CREATE TABLE {r} (
+             id           uuid PRIMARY KEY,
+             analysis_id  uuid NOT NULL UNIQUE REFERENCES {a} (id) ON DELETE CASCADE,
+             summary      text,
+             key_findings jsonb NOT NULL,
+             metadata     jsonb NOT NULL
+         );",
+        a = n.analyses,
+        c = n.chunks,
+        r = n.artifacts,
+        v = n.vector
+    )]
+}
+
+impl Store for PostgresStore {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>> {
+        let tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        Ok(Box::new(PgSnapshot {
+            tx,
+            names: &self.names,
+        }))
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        let key = self.names.lock_key;
+        let locked: bool = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+            .get(0);
+        if !locked {
+            let holder = self.lock_holder()?;
+            if !self.wait_for_lock {
+                return Err(StoreError::Locked(format!(
+                    "another restore into schema {} is running: {holder} holds its lock (retry later, or use --wait)",
+                    self.names.schema
+                )));
+            }
+            tracing::warn!(
+                "waiting for another restore into schema {}: {holder}",
+                self.names.schema
+            );
+            self.client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])?;
+        }
+        let started = self.client.batch_execute("BEGIN");
+        if let Err(e) = started {
+            let _ = self
+                .client
+                .execute("SELECT pg_advisory_unlock($1)", &[&key]);
+            return Err(e.into());
+        }
+        Ok(Box::new(PgWrite {
+            client: &mut self.client,
+            names: &self.names,
+            done: false,
+        }))
+    }
+}
+
+struct PgSnapshot<'c> {
+    tx: Transaction<'c>,
+    names: &'c Names,
+}
+
+/// `WHERE a.status = ANY($1)` (or nothing) and its parameter.
+fn status_clause(filter: &StatusFilter) -> (&'static str, Vec<String>) {
+    match filter {
+        StatusFilter::All => ("", Vec::new()),
+        StatusFilter::Only(list) => ("WHERE a.status = ANY($1)", list.clone()),
+    }
+}
+
+fn inventory(client: &mut impl postgres::GenericClient, n: &Names) -> Result<Inventory> {
+    let mut inv = Inventory::default();
+    for r in client.query(
+        &format!(
+            "SELECT status, count(*) FROM {} GROUP BY status",
+            n.analyses
+        ),
+        &[],
+    )? {
+        inv.analyses_by_status
+            .insert(r.get(0), r.get::<_, i64>(1) as u64);
+    }
+    let counts = client.query_one(
+        &format!(
+            "SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})",
+            n.chunks, n.artifacts
+        ),
+        &[],
+    )?;
+    inv.chunks = counts.get::<_, i64>(0) as u64;
+    inv.artifacts = counts.get::<_, i64>(1) as u64;
+    Ok(inv)
+}
+
+fn micros(t: OffsetDateTime) -> Timestamp {
+    Timestamp::from_unix_micros((t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+fn offset_date_time(t: Timestamp) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.unix_micros()) * 1000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {t}: {e}")))
+}
+
+fn analysis_from_row(r: &Row) -> Analysis {
+    let Json(findings): Json<Vec<Finding>> = r.get(5);
+    Analysis {
+        id: r.get(0),
+        url: r.get(1),
+        content_type: r.get(2),
+        status: r.get(3),
+        created_at: micros(r.get(4)),
+        findings,
+        chunks: Vec::new(),
+        artifact: None,
+    }
+}
+
+fn chunk_from_row(r: &Row) -> (Uuid, Chunk) {
+    (
+        r.get(1),
+        Chunk {
+            id: r.get(0),
+            chunk_index: i64::from(r.get::<_, i32>(2)),
+            content: r.get(3),
+            section_title: r.get(4),
+            section_path: r.get(5),
+            content_type: r.get(6),
+        },
+    )
+}
+
+fn artifact_from_row(r: &Row) -> (Uuid, Artifact) {
+    let Json(key_findings): Json<Vec<Value>> = r.get(3);
+    let Json(metadata): Json<Map<String, Value>> = r.get(4);
+    (
+        r.get(1),
+        Artifact {
+            id: r.get(0),
+            summary: r.get(2),
+            key_findings,
+            metadata,
+        },
+    )
+}
+
+/// One portal's rows, fetched a page at a time.
+struct Paged {
+    portal: postgres::Portal,
+    page: VecDeque<Row>,
+    exhausted: bool,
+}
+
+impl Paged {
+    fn next(&mut self, tx: &mut Transaction<'_>) -> Result<Option<Row>> {
+        if self.page.is_empty() && !self.exhausted {
+            let rows = tx.query_portal(&self.portal, FETCH_ROWS)?;
+            self.exhausted = rows.len() < FETCH_ROWS as usize;
+            self.page.extend(rows);
+        }
+        Ok(self.page.pop_front())
+    }
+}
+
+impl ReadSnapshot for PgSnapshot<'_> {
+    fn inventory(&mut self) -> Result<Inventory> {
+        inventory(&mut self.tx, self.names)
+    }
+
+    fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {
+        let n = self.names;
+        let (clause, statuses) = status_clause(filter);
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM {a} a {clause}),
+                    (SELECT count(*) FROM {a} a JOIN {c} c ON c.analysis_id = a.id {clause}),
+                    (SELECT count(*) FROM {a} a JOIN {r} r ON r.analysis_id = a.id {clause})",
+            a = n.analyses,
+            c = n.chunks,
+            r = n.artifacts
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = if clause.is_empty() {
+            vec![]
+        } else {
+            vec![&statuses]
+        };
+        let row = self.tx.query_one(&sql, &params)?;
+        Ok(Counts {
+            total_analyses: row.get::<_, i64>(0) as u64,
+            total_chunks: row.get::<_, i64>(1) as u64,
+            total_artifacts: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    fn for_each_analysis(
+        &mut self,
+        filter: &StatusFilter,
+        visit: &mut dyn FnMut(Analysis) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.names;
+        let (clause, statuses) = status_clause(filter);
+        let params: Vec<&(dyn ToSql + Sync)> = if clause.is_empty() {
+            vec![]
+        } else {
+            vec![&statuses]
+        };
+        let order = "ORDER BY a.created_at, a.id";
+        let mut bind = |sql: String| -> Result<Paged> {
+            Ok(Paged {
+                portal: self.tx.bind(&sql, &params)?,
+                page: VecDeque::new(),
+                exhausted: false,
+            })
+        };
+        let mut analyses = bind(format!(
+            "SELECT {} FROM {} a {clause} {order}",
+            schema::qualified("a", schema::ANALYSIS_COLUMNS),
+            n.analyses
+        ))?;
+        let mut chunks = bind(format!(
+            "SELECT {} FROM {} a JOIN {} c ON c.analysis_id = a.id {clause} {order}, c.chunk_index",
+            schema::qualified("c", schema::CHUNK_COLUMNS),
+            n.analyses,
+            n.chunks
+        ))?;
+        let mut artifacts = bind(format!(
+            "SELECT {} FROM {} a JOIN {} r ON r.analysis_id = a.id {clause} {order}",
+            schema::qualified("r", schema::ARTIFACT_COLUMNS),
+            n.analyses,
+            n.artifacts
+        ))?;
+        let tx = &mut self.tx;
+        let mut next_chunk = chunks.next(tx)?.map(|r| chunk_from_row(&r));
+        let mut next_artifact = artifacts.next(tx)?.map(|r| artifact_from_row(&r));
+        // The three streams share one order, so each analysis's children are at their heads.
+        while let Some(row) = analyses.next(tx)? {
+            let mut analysis = analysis_from_row(&row);
+            while next_chunk
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == analysis.id)
+            {
+                let (_, chunk) = next_chunk.take().expect("checked above");
+                analysis.chunks.push(chunk);
+                next_chunk = chunks.next(tx)?.map(|r| chunk_from_row(&r));
+            }
+            if next_artifact
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == analysis.id)
+            {
+                analysis.artifact = next_artifact.take().map(|(_, a)| a);
+                next_artifact = artifacts.next(tx)?.map(|r| artifact_from_row(&r));
+            }
+            visit(analysis)?;
+        }
+        Ok(())
+    }
+
+    fn orphans(&mut self) -> Result<(u64, Vec<String>)> {
+        let n = self.names;
+        let rows = self.tx.query(
+            &format!(
+                "SELECT 'chunk ' || c.id || ' of missing analysis ' || c.analysis_id FROM {c} c
+                  WHERE NOT EXISTS (SELECT 1 FROM {a} a WHERE a.id = c.analysis_id)
+                 UNION ALL
+                 SELECT 'artifact ' || r.id || ' of missing analysis ' || r.analysis_id FROM {r} r
+                  WHERE NOT EXISTS (SELECT 1 FROM {a} a WHERE a.id = r.analysis_id)",
+                a = n.analyses,
+                c = n.chunks,
+                r = n.artifacts
+            ),
+            &[],
+        )?;
+        let examples = rows
+            .iter()
+            .take(crate::report::EXAMPLES_PER_CHECK)
+            .map(|r| r.get(0))
+            .collect();
+        Ok((rows.len() as u64, examples))
+    }
+
+    fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth> {
+        let n = self.names;
+        let row = self.tx.query_one(
+            &format!(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE embedding IS NULL),
+                        count(*) FILTER (WHERE embedding IS NOT NULL AND embedding_model IS DISTINCT FROM $1),
+                        count(*) FILTER (WHERE embedding IS NOT NULL AND embedding_model = $1
+                                           AND vector_dims(embedding) <> $2)
+                   FROM {}",
+                n.chunks
+            ),
+            &[&model, &(dimension as i32)],
+        )?;
+        let mut h = EmbeddingHealth {
+            chunks: row.get::<_, i64>(0) as u64,
+            missing: row.get::<_, i64>(1) as u64,
+            other_model: row.get::<_, i64>(2) as u64,
+            wrong_dimension: row.get::<_, i64>(3) as u64,
+            examples: Vec::new(),
+        };
+        if h.missing + h.other_model + h.wrong_dimension > 0 {
+            let rows = self.tx.query(
+                &format!(
+                    "SELECT id::text, embedding_model, vector_dims(embedding) FROM {}
+                      WHERE embedding IS NULL OR embedding_model IS DISTINCT FROM $1 OR vector_dims(embedding) <> $2
+                      ORDER BY id LIMIT $3",
+                    n.chunks
+                ),
+                &[&model, &(dimension as i32), &(crate::report::EXAMPLES_PER_CHECK as i64)],
+            )?;
+            for r in rows {
+                let id: String = r.get(0);
+                let found: Option<String> = r.get(1);
+                let dims: Option<i32> = r.get(2);
+                h.examples.push(match (found, dims) {
+                    (_, None) => format!("chunk {id}: no embedding"),
+                    (found, _) if found.as_deref() != Some(model) => {
+                        format!(
+                            "chunk {id}: embedded by {:?}, expected {model:?}",
+                            found.unwrap_or_default()
+                        )
+                    }
+                    (_, Some(d)) => format!("chunk {id}: dimension {d}, expected {dimension}"),
+                });
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// A write transaction on the store's connection, under the schema's advisory lock. Dropped
+/// without commit, it rolls back and releases the lock.
+struct PgWrite<'c> {
+    client: &'c mut Client,
+    names: &'c Names,
+    done: bool,
+}
+
+impl Drop for PgWrite<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+        let _ = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.names.lock_key]);
+    }
+}
+
+impl PgWrite<'_> {
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        types: &[Type],
+        rows: &[Vec<&(dyn ToSql + Sync)>],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            columns.join(", ")
+        );
+        let mut writer = BinaryCopyInWriter::new(self.client.copy_in(&sql)?, types);
+        for row in rows {
+            writer.write(row)?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+
+    fn vector_type(&mut self) -> Result<Type> {
+        let stmt = self
+            .client
+            .prepare(&format!("SELECT NULL::{}", self.names.vector))?;
+        Ok(stmt.columns()[0].type_().clone())
+    }
+}
+
+impl WriteTransaction for PgWrite<'_> {
+    fn inventory(&mut self) -> Result<Inventory> {
+        inventory(self.client, self.names)
+    }
+
+    fn delete_all(&mut self) -> Result<()> {
+        let n = self.names;
+        self.client.batch_execute(&format!(
+            "DELETE FROM {}; DELETE FROM {}; DELETE FROM {};",
+            n.chunks, n.artifacts, n.analyses
+        ))?;
+        Ok(())
+    }
+
+    fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
+        let n = self.names;
+        let analysis_ids: Vec<Uuid> = analyses.iter().map(|a| a.id).collect();
+        let chunk_ids: Vec<Uuid> = analyses
+            .iter()
+            .flat_map(|a| a.chunks.iter().map(|c| c.id))
+            .collect();
+        let artifact_ids: Vec<Uuid> = analyses
+            .iter()
+            .filter_map(|a| a.artifact.as_ref().map(|r| r.id))
+            .collect();
+        let rows = self.client.query(
+            &format!(
+                "SELECT 0, id, id FROM {a} WHERE id = ANY($1)
+                 UNION ALL SELECT 1, id, analysis_id FROM {c} WHERE id = ANY($2)
+                 UNION ALL SELECT 2, id, analysis_id FROM {r} WHERE id = ANY($3)",
+                a = n.analyses,
+                c = n.chunks,
+                r = n.artifacts
+            ),
+            &[&analysis_ids, &chunk_ids, &artifact_ids],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Existing {
+                kind: match r.get::<_, i32>(0) {
+                    0 => RecordKind::Analysis,
+                    1 => RecordKind::Chunk,
+                    _ => RecordKind::Artifact,
+                },
+                id: r.get(1),
+                owner: r.get(2),
+            })
+            .collect())
+    }
+
+    fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.client.execute(
+            &format!("DELETE FROM {} WHERE id = ANY($1)", self.names.analyses),
+            &[&ids],
+        )?;
+        Ok(())
+    }
+
+    fn insert_batch(
+        &mut self,
+        analyses: &[Analysis],
+        embeddings: Option<ChunkEmbeddings<'_>>,
+    ) -> Result<()> {
+        let n = self.names;
+        // Owned values that the COPY rows borrow.
+        let created: Vec<OffsetDateTime> = analyses
+            .iter()
+            .map(|a| offset_date_time(a.created_at))
+            .collect::<Result<_>>()?;
+        let findings: Vec<Json<&Vec<Finding>>> =
+            analyses.iter().map(|a| Json(&a.findings)).collect();
+        let rows: Vec<Vec<&(dyn ToSql + Sync)>> = analyses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| -> Vec<&(dyn ToSql + Sync)> {
+                vec![
+                    &a.id,
+                    &a.url,
+                    &a.content_type,
+                    &a.status,
+                    &created[i],
+                    &findings[i],
+                ]
+            })
+            .collect();
+        self.copy_in(
+            &n.analyses,
+            schema::ANALYSIS_COLUMNS,
+            &[
+                Type::UUID,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::JSONB,
+            ],
+            &rows,
+        )?;
+
+        let chunks: Vec<(Uuid, &Chunk)> = analyses
+            .iter()
+            .flat_map(|a| a.chunks.iter().map(move |c| (a.id, c)))
+            .collect();
+        let indexes: Vec<i32> = chunks.iter().map(|(_, c)| c.chunk_index as i32).collect();
+        let vectors: Vec<Option<pgvector::Vector>> = match embeddings {
+            Some(e) => e
+                .vectors
+                .iter()
+                .map(|v| Some(pgvector::Vector::from(v.clone())))
+                .collect(),
+            None => vec![None; chunks.len()],
+        };
+        let model: Option<&str> = embeddings.map(|e| e.model);
+        let rows: Vec<Vec<&(dyn ToSql + Sync)>> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, (owner, c))| -> Vec<&(dyn ToSql + Sync)> {
+                vec![
+                    &c.id,
+                    owner,
+                    &indexes[i],
+                    &c.content,
+                    &c.section_title,
+                    &c.section_path,
+                    &c.content_type,
+                    &vectors[i],
+                    &model,
+                ]
+            })
+            .collect();
+        let mut columns = schema::CHUNK_COLUMNS.to_vec();
+        columns.extend_from_slice(schema::EMBEDDING_COLUMNS);
+        let vector = self.vector_type()?;
+        self.copy_in(
+            &n.chunks,
+            &columns,
+            &[
+                Type::UUID,
+                Type::UUID,
+                Type::INT4,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                vector,
+                Type::TEXT,
+            ],
+            &rows,
+        )?;
+
+        let artifacts: Vec<(Uuid, &Artifact)> = analyses
+            .iter()
+            .filter_map(|a| a.artifact.as_ref().map(|r| (a.id, r)))
+            .collect();
+        let key_findings: Vec<Json<&Vec<Value>>> = artifacts
+            .iter()
+            .map(|(_, r)| Json(&r.key_findings))
+            .collect();
+        let metadata: Vec<Json<&Map<String, Value>>> =
+            artifacts.iter().map(|(_, r)| Json(&r.metadata)).collect();
+        let rows: Vec<Vec<&(dyn ToSql + Sync)>> = artifacts
+            .iter()
+            .enumerate()
+            .map(|(i, (owner, r))| -> Vec<&(dyn ToSql + Sync)> {
+                vec![&r.id, owner, &r.summary, &key_findings[i], &metadata[i]]
+            })
+            .collect();
+        self.copy_in(
+            &n.artifacts,
+            schema::ARTIFACT_COLUMNS,
+            &[Type::UUID, Type::UUID, Type::TEXT, Type::JSONB, Type::JSONB],
+            &rows,
+        )
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        let rows = self.client.query(
+            &format!(
+                "SELECT coalesce(embedding_model, ''), vector_dims(embedding), count(*) FROM {}
+                  WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC",
+                self.names.chunks
+            ),
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| EmbeddingModel {
+                model: r.get(0),
+                dimension: r.get::<_, i32>(1) as usize,
+                chunks: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    fn prepare_embeddings(&mut self, dimension: usize) -> Result<()> {
+        let n = self.names;
+        let typmod: i32 = self
+            .client
+            .query_one(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
+                &[&n.chunks],
+            )?
+            .get(0);
+        if typmod != dimension as i32 {
+            // Only reached when no embedding of another dimension is left (see restore).
+            self.client.batch_execute(&format!(
+                "ALTER TABLE {} ALTER COLUMN embedding TYPE {}({dimension})",
+                n.chunks, n.vector
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.client.batch_execute("COMMIT")?;
+        self.done = true;
+        Ok(())
+    }
+}
