@@ -42,7 +42,11 @@ impl HashEmbedder {
         };
         // A trailing non-alphanumeric sentinel closes the last word.
         for c in text.chars().chain(std::iter::once(' ')) {
-            if c.is_alphanumeric() {
+            if c.is_ascii_alphanumeric() {
+                // Fast path, same result as the general one below.
+                word = (word ^ u64::from(c.to_ascii_lowercase() as u8)).wrapping_mul(FNV_PRIME);
+                in_word = true;
+            } else if !c.is_ascii() && c.is_alphanumeric() {
                 for lc in c.to_lowercase() {
                     let mut buf = [0u8; 4];
                     for &b in lc.encode_utf8(&mut buf).as_bytes() {

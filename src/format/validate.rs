@@ -12,7 +12,22 @@ use crate::report::{Check, Report};
 use crate::timestamp::Timestamp;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use uuid::Uuid;
+
+/// A record inside another, for messages: `PARENT: chunk ID`. Formatted only when a problem
+/// is reported.
+struct Child<'a> {
+    parent: &'a dyn fmt::Display,
+    kind: &'static str,
+    id: &'a dyn fmt::Display,
+}
+
+impl fmt::Display for Child<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} {}", self.parent, self.kind, self.id)
+    }
+}
 
 /// Which URLs the URL contract refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +193,7 @@ impl<'p> Validator<'p> {
         self.text(&place, "status", &raw.status, true);
         self.text(&place, "content_type", &raw.content_type, false);
         for (i, f) in raw.findings.iter().enumerate() {
-            let fplace = format!("{place}: finding {i}");
+            let fplace = Child { parent: &place, kind: "finding", id: &i };
             if !(0.0..=1.0).contains(&f.confidence) {
                 let msg = format!("{fplace}: confidence {} is outside 0..1", f.confidence);
                 self.report.fail(Check::Confidence, msg);
@@ -208,13 +223,13 @@ impl<'p> Validator<'p> {
         })
     }
 
-    fn chunks(&mut self, place: &str, raw: Vec<RawChunk>) -> Option<Vec<Chunk>> {
+    fn chunks(&mut self, place: &dyn fmt::Display, raw: Vec<RawChunk>) -> Option<Vec<Chunk>> {
         let n = raw.len() as i64;
         let mut index_seen = vec![false; raw.len()];
         let mut out = Vec::with_capacity(raw.len());
         let mut all_ids_valid = true;
         for c in raw {
-            let cplace = format!("{place}: chunk {}", c.id);
+            let cplace = Child { parent: &place, kind: "chunk", id: &c.id };
             let id = self.uuid(&c.id, place, "chunk id");
             if let Some(id) = id {
                 if !self.chunk_ids.insert(id) {
@@ -262,8 +277,8 @@ impl<'p> Validator<'p> {
         Some(out)
     }
 
-    fn artifact(&mut self, place: &str, a: RawArtifact) -> Option<Artifact> {
-        let aplace = format!("{place}: artifact {}", a.id);
+    fn artifact(&mut self, place: &dyn fmt::Display, a: RawArtifact) -> Option<Artifact> {
+        let aplace = Child { parent: &place, kind: "artifact", id: &a.id };
         let id = self.uuid(&a.id, place, "artifact id");
         if let Some(id) = id {
             if !self.artifact_ids.insert(id) {
@@ -284,7 +299,7 @@ impl<'p> Validator<'p> {
         })
     }
 
-    fn uuid(&mut self, text: &str, place: &str, what: &str) -> Option<Uuid> {
+    fn uuid(&mut self, text: &str, place: &dyn fmt::Display, what: &str) -> Option<Uuid> {
         match Uuid::try_parse(text) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -297,7 +312,7 @@ impl<'p> Validator<'p> {
         }
     }
 
-    fn text(&mut self, place: &str, field: &str, value: &str, required: bool) {
+    fn text(&mut self, place: &dyn fmt::Display, field: &str, value: &str, required: bool) {
         if value.contains('\0') {
             self.report.fail(
                 Check::Text,
@@ -310,7 +325,7 @@ impl<'p> Validator<'p> {
         }
     }
 
-    fn json_text(&mut self, place: &str, field: &str, has_nul: bool) {
+    fn json_text(&mut self, place: &dyn fmt::Display, field: &str, has_nul: bool) {
         if has_nul {
             self.report.fail(
                 Check::Text,

@@ -400,6 +400,7 @@ impl Store for PostgresStore {
             client: &mut self.client,
             names: &self.names,
             done: false,
+            vector_type: None,
         }))
     }
 }
@@ -682,6 +683,8 @@ struct PgWrite<'c> {
     client: &'c mut Client,
     names: &'c Names,
     done: bool,
+    /// The `vector` type's OID-bearing descriptor, looked up once.
+    vector_type: Option<Type>,
 }
 
 impl Drop for PgWrite<'_> {
@@ -719,10 +722,11 @@ impl PgWrite<'_> {
     }
 
     fn vector_type(&mut self) -> Result<Type> {
-        let stmt = self
-            .client
-            .prepare(&format!("SELECT NULL::{}", self.names.vector))?;
-        Ok(stmt.columns()[0].type_().clone())
+        if self.vector_type.is_none() {
+            let stmt = self.client.prepare(&format!("SELECT NULL::{}", self.names.vector))?;
+            self.vector_type = Some(stmt.columns()[0].type_().clone());
+        }
+        Ok(self.vector_type.clone().expect("set above"))
     }
 }
 
