@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{sample, stderr, Workspace};
+use common::{backends, sample, stderr, Workspace};
 use serde_json::Value;
 
 fn sample_text() -> String {
@@ -171,137 +171,149 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
 #[test]
 fn bad_files_are_refused_and_change_nothing() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    ws.ok(&[
-        "restore",
-        "-q",
-        "--on-conflict",
-        "skip",
-        "--file",
-        common::python_fixture("python_tiny_backup.json")
-            .to_str()
-            .unwrap(),
-    ]);
-    let before = ws.fingerprint();
-    for (name, content, expected) in cases() {
-        let file = ws.path("bad.json");
-        std::fs::write(&file, &content).unwrap();
-        for args in [
-            vec!["restore", "--replace", "--file", "bad.json"],
-            vec!["restore", "--file", "bad.json", "--on-conflict", "update"],
-        ] {
-            let out = ws.run(&args);
-            let err = stderr(&out);
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "{name}: {args:?} should exit 1\n{err}"
-            );
-            assert!(
-                err.contains(expected),
-                "{name}: expected {expected:?} in:\n{err}"
-            );
-            assert!(
-                err.contains("bad.json"),
-                "{name}: the message names the file:\n{err}"
-            );
-            assert!(!err.contains("panicked"), "{name}: panic\n{err}");
-            assert!(err.contains("nothing was changed"), "{name}:\n{err}");
-        }
-        assert_eq!(ws.fingerprint(), before, "{name}: the database changed");
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        ws.ok(&[
+            "restore",
+            "-q",
+            "--on-conflict",
+            "skip",
+            "--file",
+            common::python_fixture("python_tiny_backup.json")
+                .to_str()
+                .unwrap(),
+        ]);
+        let before = ws.fingerprint();
+        for (name, content, expected) in cases() {
+            let file = ws.path("bad.json");
+            std::fs::write(&file, &content).unwrap();
+            for args in [
+                vec!["restore", "--replace", "--file", "bad.json"],
+                vec!["restore", "--file", "bad.json", "--on-conflict", "update"],
+            ] {
+                let out = ws.run(&args);
+                let err = stderr(&out);
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{name}: {args:?} should exit 1\n{err}"
+                );
+                assert!(
+                    err.contains(expected),
+                    "{name}: expected {expected:?} in:\n{err}"
+                );
+                assert!(
+                    err.contains("bad.json"),
+                    "{name}: the message names the file:\n{err}"
+                );
+                assert!(!err.contains("panicked"), "{name}: panic\n{err}");
+                assert!(err.contains("nothing was changed"), "{name}:\n{err}");
+            }
+            assert_eq!(ws.fingerprint(), before, "{name}: the database changed");
 
-        let out = ws.run(&["verify", "--file-only", "--file", "bad.json"]);
-        assert_eq!(out.status.code(), Some(1), "{name}: verify should exit 1");
-        assert!(
-            common::stdout(&out).contains(expected),
-            "{name}: verify report:\n{}",
-            common::stdout(&out)
-        );
+            let out = ws.run(&["verify", "--file-only", "--file", "bad.json"]);
+            assert_eq!(out.status.code(), Some(1), "{name}: verify should exit 1");
+            assert!(
+                common::stdout(&out).contains(expected),
+                "{name}: verify report:\n{}",
+                common::stdout(&out)
+            );
+        }
     }
 }
 
 #[test]
 fn errors_name_line_and_column_and_record() {
-    let ws = Workspace::new();
-    let doc = sample_doc();
-    let id = doc["analyses"][4]["chunks"][2]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let text = sample_text().replacen(
-        &format!("\"id\": \"{id}\""),
-        &format!("\"id\": \"{id}x\""),
-        1,
-    );
-    let line = text
-        .lines()
-        .position(|l| l.contains(&format!("{id}x")))
-        .unwrap();
-    std::fs::write(ws.path("bad.json"), text).unwrap();
-    let out = ws.run(&["restore", "--file", "bad.json"]);
-    let err = stderr(&out);
-    let analysis = doc["analyses"][4]["id"].as_str().unwrap();
-    // The analysis's own line is reported, with its id and the bad chunk id.
-    assert!(err.contains(&format!("analysis {analysis}")), "{err}");
-    assert!(err.contains(&format!("\"{id}x\" is not a UUID")), "{err}");
-    assert!(err.contains("bad.json:"), "{err}");
-    let reported: usize = err
-        .split("bad.json:")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        reported <= line + 1 && reported + 60 > line,
-        "line {reported} vs {line}"
-    );
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        let doc = sample_doc();
+        let id = doc["analyses"][4]["chunks"][2]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let text = sample_text().replacen(
+            &format!("\"id\": \"{id}\""),
+            &format!("\"id\": \"{id}x\""),
+            1,
+        );
+        let line = text
+            .lines()
+            .position(|l| l.contains(&format!("{id}x")))
+            .unwrap();
+        std::fs::write(ws.path("bad.json"), text).unwrap();
+        let out = ws.run(&["restore", "--file", "bad.json"]);
+        let err = stderr(&out);
+        let analysis = doc["analyses"][4]["id"].as_str().unwrap();
+        // The analysis's own line is reported, with its id and the bad chunk id.
+        assert!(err.contains(&format!("analysis {analysis}")), "{err}");
+        assert!(err.contains(&format!("\"{id}x\" is not a UUID")), "{err}");
+        assert!(err.contains("bad.json:"), "{err}");
+        let reported: usize = err
+            .split("bad.json:")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            reported <= line + 1 && reported + 60 > line,
+            "line {reported} vs {line}"
+        );
+    }
 }
 
 #[test]
 fn metadata_file_must_agree() {
-    let ws = Workspace::new();
-    std::fs::copy(sample(), ws.path("s_backup.json")).unwrap();
-    std::fs::write(
-        ws.path("s_metadata.json"),
-        r#"{"total_analyses": 1, "total_chunks": 2, "total_artifacts": 3}"#,
-    )
-    .unwrap();
-    let out = ws.run(&["restore", "--file", "s_backup.json"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("s_metadata.json: says 1 analyses"),
-        "{}",
-        stderr(&out)
-    );
-    let out = ws.run(&["verify", "--file-only", "--file", "s_backup.json"]);
-    assert_eq!(out.status.code(), Some(1));
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        std::fs::copy(sample(), ws.path("s_backup.json")).unwrap();
+        std::fs::write(
+            ws.path("s_metadata.json"),
+            r#"{"total_analyses": 1, "total_chunks": 2, "total_artifacts": 3}"#,
+        )
+        .unwrap();
+        let out = ws.run(&["restore", "--file", "s_backup.json"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("s_metadata.json: says 1 analyses"),
+            "{}",
+            stderr(&out)
+        );
+        let out = ws.run(&["verify", "--file-only", "--file", "s_backup.json"]);
+        assert_eq!(out.status.code(), Some(1));
+    }
 }
 
 #[test]
 fn usage_and_io_errors_exit_2() {
-    let ws = Workspace::new();
-    let out = ws.run(&["restore", "--file", "missing.json"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("missing.json"), "{}", stderr(&out));
-    let out = ws.run(&["verify", "--file-only", "--file", "missing.json"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = ws.run(&["restore", "--on-conflict", "sometimes"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = ws.run(&[
-        "--embedder",
-        "word2vec",
-        "restore",
-        "--file",
-        sample().to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("invalid embedder spec"),
-        "{}",
-        stderr(&out)
-    );
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        let out = ws.run(&["restore", "--file", "missing.json"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("missing.json"), "{}", stderr(&out));
+        let out = ws.run(&["verify", "--file-only", "--file", "missing.json"]);
+        assert_eq!(out.status.code(), Some(2));
+        let out = ws.run(&["restore", "--on-conflict", "sometimes"]);
+        assert_eq!(out.status.code(), Some(2));
+        let out = ws.run(&[
+            "--embedder",
+            "word2vec",
+            "restore",
+            "--file",
+            sample().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("invalid embedder spec"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

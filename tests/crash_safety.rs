@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{sample, Workspace};
+use common::{backends, sample, Backend, Workspace};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -13,12 +13,33 @@ fn spawn(ws: &Workspace, args: &[&str]) -> Child {
         .args(args)
         .current_dir(ws.dir.path())
         .env("DATABASE_URL", &ws.database_url)
+        .env("GOLDSET_SCHEMA", &ws.schema)
         .spawn()
         .unwrap()
 }
 
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Bytes the database has on disk, committed or not: the SQLite file, or the size of the chunks
+/// table in PostgreSQL (uncommitted rows are written to its pages too).
+fn stored_bytes(ws: &Workspace) -> u64 {
+    match ws.backend {
+        Backend::Sqlite => size(&ws.path("golden.db")),
+        Backend::Postgres => {
+            let mut client = postgres::Client::connect(&ws.database_url, postgres::NoTls).unwrap();
+            let table = format!("{}.chunks", ws.schema);
+            let bytes: i64 = client
+                .query_one(
+                    "SELECT pg_total_relation_size($1::text::regclass)",
+                    &[&table],
+                )
+                .unwrap()
+                .get(0);
+            bytes as u64
+        }
+    }
 }
 
 /// Waits until `ready` holds, then kills the child with SIGKILL. Panics if it finished first.
@@ -37,75 +58,84 @@ fn kill_when(mut child: Child, what: &str, ready: impl Fn() -> bool) {
 
 #[test]
 fn restore_killed_half_way_leaves_the_previous_data() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    let before = ws.fingerprint();
-    ws.ok(&[
-        "generate",
-        "-q",
-        "--file",
-        "big.json",
-        "--analyses",
-        "3000",
-        "--chunks-per-analysis",
-        "10",
-    ]);
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let before = ws.fingerprint();
+        ws.ok(&[
+            "generate",
+            "-q",
+            "--file",
+            "big.json",
+            "--analyses",
+            "3000",
+            "--chunks-per-analysis",
+            "10",
+        ]);
 
-    let db = ws.path("golden.db");
-    let journal = ws.path("golden.db-journal");
-    let start_size = size(&db);
-    let child = spawn(&ws, &["restore", "--replace", "-q", "--file", "big.json"]);
-    // Half-way: the transaction has deleted the old rows and spilled many new pages to disk.
-    kill_when(child, "restore", || {
-        journal.exists() && size(&db) > start_size + 8 * 1024 * 1024
-    });
-    assert!(
-        journal.exists(),
-        "the kill came in the middle of the transaction"
-    );
+        let db = ws.path("golden.db");
+        let journal = ws.path("golden.db-journal");
+        let start_size = stored_bytes(&ws);
+        let child = spawn(&ws, &["restore", "--replace", "-q", "--file", "big.json"]);
+        // Half-way: the transaction has deleted the old rows and written many new ones to disk.
+        kill_when(child, "restore", || {
+            stored_bytes(&ws) > start_size + 8 * 1024 * 1024
+        });
+        if backend == Backend::Sqlite {
+            assert!(
+                journal.exists(),
+                "the kill came in the middle of the transaction"
+            );
+        }
 
-    assert_eq!(ws.fingerprint(), before, "the previous data is intact");
-    ws.ok(&["verify", "--file", sample().to_str().unwrap()]);
-    assert!(!journal.exists(), "the hot journal was rolled back");
+        assert_eq!(ws.fingerprint(), before, "the previous data is intact");
+        ws.ok(&["verify", "--file", sample().to_str().unwrap()]);
+        assert!(!journal.exists(), "no journal is left behind");
+        let _ = db;
+    }
 }
 
 #[test]
 fn backup_killed_half_way_keeps_the_previous_file() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    ws.ok(&["backup", "-q"]);
-    let file = ws.path("data/golden_dataset_backup.json");
-    let previous = std::fs::read(&file).unwrap();
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        ws.ok(&["backup", "-q"]);
+        let file = ws.path("data/golden_dataset_backup.json");
+        let previous = std::fs::read(&file).unwrap();
 
-    ws.ok(&[
-        "generate",
-        "-q",
-        "--file",
-        "big.json",
-        "--analyses",
-        "3000",
-        "--chunks-per-analysis",
-        "10",
-    ]);
-    ws.ok(&["restore", "--replace", "-q", "--file", "big.json"]);
-    let temp_size = || -> u64 {
-        std::fs::read_dir(ws.path("data"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".goldset-"))
-            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-            .sum()
-    };
-    let child = spawn(&ws, &["backup", "-q"]);
-    kill_when(child, "backup", || temp_size() > 4 * 1024 * 1024);
+        ws.ok(&[
+            "generate",
+            "-q",
+            "--file",
+            "big.json",
+            "--analyses",
+            "3000",
+            "--chunks-per-analysis",
+            "10",
+        ]);
+        ws.ok(&["restore", "--replace", "-q", "--file", "big.json"]);
+        let temp_size = || -> u64 {
+            std::fs::read_dir(ws.path("data"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".goldset-"))
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        };
+        let child = spawn(&ws, &["backup", "-q"]);
+        kill_when(child, "backup", || temp_size() > 4 * 1024 * 1024);
 
-    assert_eq!(
-        std::fs::read(&file).unwrap(),
-        previous,
-        "the old backup is untouched"
-    );
-    // The next backup completes and replaces it.
-    ws.ok(&["backup", "-q"]);
-    ws.ok(&["verify", "--file-only"]);
-    ws.ok(&["verify"]);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            previous,
+            "the old backup is untouched"
+        );
+        // The next backup completes and replaces it.
+        ws.ok(&["backup", "-q"]);
+        ws.ok(&["verify", "--file-only"]);
+        ws.ok(&["verify"]);
+    }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{python_fixture, sample, stderr, Workspace};
+use common::{backends, python_fixture, sample, stderr, Workspace};
 use serde_json::Value;
 
 fn json(out: &str) -> Value {
@@ -12,223 +12,245 @@ fn json(out: &str) -> Value {
 
 #[test]
 fn existing_ids_fail_by_default_and_are_listed() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    let before = ws.fingerprint();
-    let out = ws.run(&["restore", "--file", sample().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(err.contains("already exist"), "{err}");
-    let first = json(&std::fs::read_to_string(sample()).unwrap())["analyses"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        err.contains(&first),
-        "the first conflicting id is listed:\n{err}"
-    );
-    assert!(err.contains("and ") && err.contains("more"), "{err}");
-    assert_eq!(ws.fingerprint(), before);
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let before = ws.fingerprint();
+        let out = ws.run(&["restore", "--file", sample().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains("already exist"), "{err}");
+        let first = json(&std::fs::read_to_string(sample()).unwrap())["analyses"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            err.contains(&first),
+            "the first conflicting id is listed:\n{err}"
+        );
+        assert!(err.contains("and ") && err.contains("more"), "{err}");
+        assert_eq!(ws.fingerprint(), before);
 
-    let out = ws.run(&[
-        "restore",
-        "--format",
-        "json",
-        "--file",
-        sample().to_str().unwrap(),
-    ]);
-    let v = json(&common::stdout(&out));
-    assert_eq!(v["ok"], false);
-    // 20 analyses + 86 chunks + 18 artifacts already exist.
-    assert!(
-        v["error"].as_str().unwrap().starts_with("124 records"),
-        "{v}"
-    );
+        let out = ws.run(&[
+            "restore",
+            "--format",
+            "json",
+            "--file",
+            sample().to_str().unwrap(),
+        ]);
+        let v = json(&common::stdout(&out));
+        assert_eq!(v["ok"], false);
+        // 20 analyses + 86 chunks + 18 artifacts already exist.
+        assert!(
+            v["error"].as_str().unwrap().starts_with("124 records"),
+            "{v}"
+        );
+    }
 }
 
 #[test]
 fn skip_keeps_existing_analyses_and_adds_new_ones() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    let tiny = python_fixture("python_tiny_backup.json");
-    let out = json(&ws.ok(&[
-        "restore",
-        "--on-conflict",
-        "skip",
-        "--format",
-        "json",
-        "--file",
-        tiny.to_str().unwrap(),
-    ]));
-    assert_eq!(out["summary"]["restored"]["total_analyses"], 5);
-    let out = json(&ws.ok(&[
-        "restore",
-        "--on-conflict",
-        "skip",
-        "--format",
-        "json",
-        "--file",
-        sample().to_str().unwrap(),
-    ]));
-    assert_eq!(out["summary"]["restored"]["total_analyses"], 0);
-    assert_eq!(out["summary"]["skipped"]["total_analyses"], 20);
-    assert_eq!(
-        out["summary"]["after"]["analyses_by_status"]["completed"],
-        25
-    );
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let tiny = python_fixture("python_tiny_backup.json");
+        let out = json(&ws.ok(&[
+            "restore",
+            "--on-conflict",
+            "skip",
+            "--format",
+            "json",
+            "--file",
+            tiny.to_str().unwrap(),
+        ]));
+        assert_eq!(out["summary"]["restored"]["total_analyses"], 5);
+        let out = json(&ws.ok(&[
+            "restore",
+            "--on-conflict",
+            "skip",
+            "--format",
+            "json",
+            "--file",
+            sample().to_str().unwrap(),
+        ]));
+        assert_eq!(out["summary"]["restored"]["total_analyses"], 0);
+        assert_eq!(out["summary"]["skipped"]["total_analyses"], 20);
+        assert_eq!(
+            out["summary"]["after"]["analyses_by_status"]["completed"],
+            25
+        );
+    }
 }
 
 #[test]
 fn update_replaces_existing_analyses_with_the_files() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    let mut doc = json(&std::fs::read_to_string(sample()).unwrap());
-    doc["analyses"][3]["chunks"][0]["content"] = "Rewritten chunk text.".into();
-    doc["analyses"][3]["artifact"] = Value::Null;
-    doc["metadata"]["total_artifacts"] = 17.into();
-    std::fs::write(
-        ws.path("edited.json"),
-        serde_json::to_string_pretty(&doc).unwrap(),
-    )
-    .unwrap();
-    let out = json(&ws.ok(&[
-        "restore",
-        "--on-conflict",
-        "update",
-        "--format",
-        "json",
-        "--file",
-        "edited.json",
-    ]));
-    assert_eq!(out["summary"]["updated"], 20);
-    ws.ok(&["backup", "-q", "--file", "after.json"]);
-    let after = json(&std::fs::read_to_string(ws.path("after.json")).unwrap());
-    assert_eq!(
-        after["analyses"][3]["chunks"][0]["content"],
-        "Rewritten chunk text."
-    );
-    assert_eq!(after["analyses"][3]["artifact"], Value::Null);
-    assert_eq!(after["metadata"]["total_artifacts"], 17);
-    ws.ok(&["verify", "--file", "edited.json"]);
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let mut doc = json(&std::fs::read_to_string(sample()).unwrap());
+        doc["analyses"][3]["chunks"][0]["content"] = "Rewritten chunk text.".into();
+        doc["analyses"][3]["artifact"] = Value::Null;
+        doc["metadata"]["total_artifacts"] = 17.into();
+        std::fs::write(
+            ws.path("edited.json"),
+            serde_json::to_string_pretty(&doc).unwrap(),
+        )
+        .unwrap();
+        let out = json(&ws.ok(&[
+            "restore",
+            "--on-conflict",
+            "update",
+            "--format",
+            "json",
+            "--file",
+            "edited.json",
+        ]));
+        assert_eq!(out["summary"]["updated"], 20);
+        ws.ok(&["backup", "-q", "--file", "after.json"]);
+        let after = json(&std::fs::read_to_string(ws.path("after.json")).unwrap());
+        assert_eq!(
+            after["analyses"][3]["chunks"][0]["content"],
+            "Rewritten chunk text."
+        );
+        assert_eq!(after["analyses"][3]["artifact"], Value::Null);
+        assert_eq!(after["metadata"]["total_artifacts"], 17);
+        ws.ok(&["verify", "--file", "edited.json"]);
+    }
 }
 
 #[test]
 fn a_chunk_id_owned_by_another_analysis_is_always_a_conflict() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    let before = ws.fingerprint();
-    let sample_doc = json(&std::fs::read_to_string(sample()).unwrap());
-    let mut doc =
-        json(&std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap());
-    doc["analyses"][0]["chunks"][0]["id"] = sample_doc["analyses"][2]["chunks"][0]["id"].clone();
-    std::fs::write(
-        ws.path("steal.json"),
-        serde_json::to_string_pretty(&doc).unwrap(),
-    )
-    .unwrap();
-    for policy in ["skip", "update"] {
-        let out = ws.run(&["restore", "--on-conflict", policy, "--file", "steal.json"]);
-        assert_eq!(out.status.code(), Some(1), "{policy}");
-        assert!(stderr(&out).contains("chunk "), "{}", stderr(&out));
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let before = ws.fingerprint();
+        let sample_doc = json(&std::fs::read_to_string(sample()).unwrap());
+        let mut doc =
+            json(&std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap());
+        doc["analyses"][0]["chunks"][0]["id"] =
+            sample_doc["analyses"][2]["chunks"][0]["id"].clone();
+        std::fs::write(
+            ws.path("steal.json"),
+            serde_json::to_string_pretty(&doc).unwrap(),
+        )
+        .unwrap();
+        for policy in ["skip", "update"] {
+            let out = ws.run(&["restore", "--on-conflict", policy, "--file", "steal.json"]);
+            assert_eq!(out.status.code(), Some(1), "{policy}");
+            assert!(stderr(&out).contains("chunk "), "{}", stderr(&out));
+        }
+        assert_eq!(ws.fingerprint(), before);
     }
-    assert_eq!(ws.fingerprint(), before);
 }
 
 #[test]
 fn replace_reports_what_it_removed_including_other_statuses() {
-    let ws = Workspace::new();
-    ws.load(&sample());
-    let mut doc =
-        json(&std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap());
-    doc["analyses"][0]["status"] = "in_progress".into();
-    std::fs::write(
-        ws.path("wip.json"),
-        serde_json::to_string_pretty(&doc).unwrap(),
-    )
-    .unwrap();
-    ws.ok(&["restore", "-q", "--file", "wip.json"]);
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let mut doc =
+            json(&std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap());
+        doc["analyses"][0]["status"] = "in_progress".into();
+        std::fs::write(
+            ws.path("wip.json"),
+            serde_json::to_string_pretty(&doc).unwrap(),
+        )
+        .unwrap();
+        ws.ok(&["restore", "-q", "--file", "wip.json"]);
 
-    let dry = json(&ws.ok(&[
-        "restore",
-        "--replace",
-        "--dry-run",
-        "--format",
-        "json",
-        "--file",
-        sample().to_str().unwrap(),
-    ]));
-    assert_eq!(dry["summary"]["dry_run"], true);
-    assert_eq!(
-        dry["summary"]["removed"]["analyses_by_status"]["in_progress"],
-        1
-    );
-    assert_eq!(
-        dry["summary"]["removed"]["analyses_by_status"]["completed"],
-        24
-    );
-    assert_eq!(
-        dry["summary"]["after"]["analyses_by_status"]["completed"],
-        20
-    );
-    // A dry run wrote nothing.
-    let status = json(&ws.ok(&["status", "--format", "json"]));
-    assert_eq!(status["inventory"]["analyses_by_status"]["in_progress"], 1);
+        let dry = json(&ws.ok(&[
+            "restore",
+            "--replace",
+            "--dry-run",
+            "--format",
+            "json",
+            "--file",
+            sample().to_str().unwrap(),
+        ]));
+        assert_eq!(dry["summary"]["dry_run"], true);
+        assert_eq!(
+            dry["summary"]["removed"]["analyses_by_status"]["in_progress"],
+            1
+        );
+        assert_eq!(
+            dry["summary"]["removed"]["analyses_by_status"]["completed"],
+            24
+        );
+        assert_eq!(
+            dry["summary"]["after"]["analyses_by_status"]["completed"],
+            20
+        );
+        // A dry run wrote nothing.
+        let status = json(&ws.ok(&["status", "--format", "json"]));
+        assert_eq!(status["inventory"]["analyses_by_status"]["in_progress"], 1);
 
-    let text = ws.ok(&["restore", "--replace", "--file", sample().to_str().unwrap()]);
-    assert!(
-        text.contains("replaced 25 analyses (24 completed, 1 in_progress)"),
-        "{text}"
-    );
-    let status = json(&ws.ok(&["status", "--format", "json"]));
-    assert_eq!(
-        status["inventory"]["analyses_by_status"],
-        serde_json::json!({"completed": 20})
-    );
-    assert_eq!(status["inventory"]["chunks"], 86);
+        let text = ws.ok(&["restore", "--replace", "--file", sample().to_str().unwrap()]);
+        assert!(
+            text.contains("replaced 25 analyses (24 completed, 1 in_progress)"),
+            "{text}"
+        );
+        let status = json(&ws.ok(&["status", "--format", "json"]));
+        assert_eq!(
+            status["inventory"]["analyses_by_status"],
+            serde_json::json!({"completed": 20})
+        );
+        assert_eq!(status["inventory"]["chunks"], 86);
+    }
 }
 
 #[test]
 fn dry_run_on_a_new_database_creates_nothing() {
-    let ws = Workspace::new();
-    let out = ws.run(&["restore", "--dry-run", "--file", sample().to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "there is no database to dry-run against"
-    );
-    assert!(!ws.path("golden.db").exists());
-    ws.ok(&["init", "-q"]);
-    let text = ws.ok(&["restore", "--dry-run", "--file", sample().to_str().unwrap()]);
-    assert!(text.contains("dry run"), "{text}");
-    let status = json(&ws.ok(&["status", "--format", "json"]));
-    assert_eq!(status["inventory"]["chunks"], 0);
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        let out = ws.run(&["restore", "--dry-run", "--file", sample().to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "there is no database to dry-run against"
+        );
+        assert!(!ws.path("golden.db").exists());
+        ws.ok(&["init", "-q"]);
+        let text = ws.ok(&["restore", "--dry-run", "--file", sample().to_str().unwrap()]);
+        assert!(text.contains("dry run"), "{text}");
+        let status = json(&ws.ok(&["status", "--format", "json"]));
+        assert_eq!(status["inventory"]["chunks"], 0);
+    }
 }
 
 #[test]
 fn every_restored_chunk_is_embedded_by_the_configured_model() {
-    let ws = Workspace::new();
-    let out = json(&ws.ok(&[
-        "--embedder",
-        "hash:64",
-        "restore",
-        "--format",
-        "json",
-        "--file",
-        sample().to_str().unwrap(),
-    ]));
-    assert_eq!(out["summary"]["embedded"], 86);
-    assert_eq!(out["summary"]["model"], "goldset-hash-v1-64");
-    ws.ok(&[
-        "--embedder",
-        "hash:64",
-        "verify",
-        "--file",
-        sample().to_str().unwrap(),
-    ]);
-    let out = ws.run(&["verify", "--file", sample().to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the default model is another one"
-    );
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = Workspace::on(backend);
+        let out = json(&ws.ok(&[
+            "--embedder",
+            "hash:64",
+            "restore",
+            "--format",
+            "json",
+            "--file",
+            sample().to_str().unwrap(),
+        ]));
+        assert_eq!(out["summary"]["embedded"], 86);
+        assert_eq!(out["summary"]["model"], "goldset-hash-v1-64");
+        ws.ok(&[
+            "--embedder",
+            "hash:64",
+            "verify",
+            "--file",
+            sample().to_str().unwrap(),
+        ]);
+        let out = ws.run(&["verify", "--file", sample().to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "the default model is another one"
+        );
+    }
 }

@@ -3,13 +3,14 @@
 
 use goldset::embed::HashEmbedder;
 use goldset::format::reader::{read_backup, Item};
-use goldset::format::validate::{MetadataFile, UrlPolicy, Validator};
+use goldset::format::validate::{canonical_numbers, MetadataFile, UrlPolicy, Validator};
 use goldset::format::writer::{same_content, BackupWriter};
 use goldset::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use goldset::ops::backup::{backup, BackupOptions};
 use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
 use goldset::ops::NoProgress;
 use goldset::store::sqlite::SqliteStore;
+use goldset::store::{OpenOptions, Store};
 use goldset::timestamp::Timestamp;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -138,50 +139,119 @@ fn read_all(path: &std::path::Path) -> Vec<Analysis> {
     out
 }
 
+/// Writes `analyses` as a backup, restores it into `store`, backs it up again and checks that
+/// the bytes and the records are the same.
+fn round_trip(store: &mut dyn Store, mut analyses: Vec<Analysis>) -> Result<(), TestCaseError> {
+    analyses.sort_by_key(|a| (a.created_at, a.id));
+    // Numbers take their canonical form on reading (FORMAT.md §4.6): compare with that.
+    for a in &mut analyses {
+        for f in &mut a.findings {
+            f.confidence += 0.0;
+            f.metadata
+                .iter_mut()
+                .flat_map(|m| m.values_mut())
+                .for_each(canonical_numbers);
+        }
+        if let Some(r) = &mut a.artifact {
+            r.key_findings.iter_mut().for_each(canonical_numbers);
+            r.metadata.values_mut().for_each(canonical_numbers);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("a.json");
+    let mut counts = Counts::default();
+    analyses.iter().for_each(|a| counts.add(a));
+    let mut writer = BackupWriter::new(
+        std::fs::File::create(&original).unwrap(),
+        Timestamp::now(),
+        counts,
+    )
+    .unwrap();
+    for a in &analyses {
+        writer.write_analysis(a).unwrap();
+    }
+    writer.finish().unwrap();
+
+    let options = RestoreOptions {
+        file: original.clone(),
+        metadata_file: None,
+        replace: true,
+        on_conflict: OnConflict::Fail,
+        dry_run: false,
+        url_policy: UrlPolicy::default(),
+        batch_chunks: 3,
+    };
+    let summary = restore(store, &HashEmbedder::new(16), &options, &NoProgress).unwrap();
+    prop_assert_eq!(summary.restored, counts);
+
+    let again = dir.path().join("b.json");
+    let options = BackupOptions {
+        file: again.clone(),
+        metadata_file: dir.path().join("b_metadata.json"),
+        filter: StatusFilter::All,
+        allow_empty: true,
+    };
+    backup(store, &options, &NoProgress).unwrap();
+    let same = same_content(
+        BufReader::new(std::fs::File::open(&original).unwrap()),
+        BufReader::new(std::fs::File::open(&again).unwrap()),
+    )
+    .unwrap();
+    prop_assert!(
+        same,
+        "bytes differ:\n{}\n---\n{}",
+        std::fs::read_to_string(&original).unwrap(),
+        std::fs::read_to_string(&again).unwrap()
+    );
+    prop_assert_eq!(read_all(&again), analyses);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn restore_then_backup_gives_the_same_file(mut analyses in prop::collection::vec(analysis(), 0..6)) {
-        analyses.sort_by_key(|a| (a.created_at, a.id));
+    fn sqlite_restore_then_backup_gives_the_same_file(analyses in prop::collection::vec(analysis(), 0..6)) {
         let dir = tempfile::tempdir().unwrap();
-        let original = dir.path().join("a.json");
-        let mut counts = Counts::default();
-        analyses.iter().for_each(|a| counts.add(a));
-        let mut writer = BackupWriter::new(std::fs::File::create(&original).unwrap(), Timestamp::now(), counts).unwrap();
-        for a in &analyses {
-            writer.write_analysis(a).unwrap();
-        }
-        writer.finish().unwrap();
+        let options = OpenOptions { create: true, ..Default::default() };
+        let mut store = SqliteStore::open(&dir.path().join("db.sqlite"), &options).unwrap();
+        round_trip(&mut store, analyses)?;
+    }
+}
 
-        let mut store = SqliteStore::open(&dir.path().join("db.sqlite"), &goldset::store::OpenOptions { create: true, ..Default::default() }).unwrap();
-        let options = RestoreOptions {
-            file: original.clone(),
-            metadata_file: None,
-            replace: true,
-            on_conflict: OnConflict::Fail,
-            dry_run: false,
-            url_policy: UrlPolicy::default(),
-            batch_chunks: 3,
-        };
-        let summary = restore(&mut store, &HashEmbedder::new(16), &options, &NoProgress).unwrap();
-        prop_assert_eq!(summary.restored, counts);
+/// One PostgreSQL store (in a schema of its own) for all the cases of the PostgreSQL property.
+fn postgres_store() -> Option<&'static std::sync::Mutex<Box<dyn Store + Send>>> {
+    static STORE: std::sync::OnceLock<Option<std::sync::Mutex<Box<dyn Store + Send>>>> =
+        std::sync::OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let url = std::env::var("GOLDSET_TEST_PG_URL")
+                .ok()
+                .filter(|u| !u.is_empty())?;
+            let schema = format!("goldset_prop_{}", std::process::id());
+            let options = OpenOptions {
+                create: true,
+                schema,
+                ..Default::default()
+            };
+            let store = goldset::store::postgres::PostgresStore::open(&url, &options).unwrap();
+            Some(std::sync::Mutex::new(
+                Box::new(store) as Box<dyn Store + Send>
+            ))
+        })
+        .as_ref()
+}
 
-        let again = dir.path().join("b.json");
-        let options = BackupOptions {
-            file: again.clone(),
-            metadata_file: dir.path().join("b_metadata.json"),
-            filter: StatusFilter::All,
-            allow_empty: true,
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn postgres_restore_then_backup_gives_the_same_file(analyses in prop::collection::vec(analysis(), 0..6)) {
+        let Some(store) = postgres_store() else {
+            assert!(std::env::var("GOLDSET_TEST_REQUIRE_PG").map_or(true, |v| v != "1"), "PostgreSQL required");
+            return Ok(());
         };
-        backup(&mut store, &options, &NoProgress).unwrap();
-        let same = same_content(
-            BufReader::new(std::fs::File::open(&original).unwrap()),
-            BufReader::new(std::fs::File::open(&again).unwrap()),
-        )
-        .unwrap();
-        prop_assert!(same, "bytes differ:\n{}\n---\n{}",
-            std::fs::read_to_string(&original).unwrap(), std::fs::read_to_string(&again).unwrap());
-        prop_assert_eq!(read_all(&again), analyses);
+        let mut store = store.lock().unwrap();
+        round_trip(store.as_mut(), analyses)?;
     }
 }

@@ -193,7 +193,11 @@ impl<'p> Validator<'p> {
         self.text(&place, "status", &raw.status, true);
         self.text(&place, "content_type", &raw.content_type, false);
         for (i, f) in raw.findings.iter().enumerate() {
-            let fplace = Child { parent: &place, kind: "finding", id: &i };
+            let fplace = Child {
+                parent: &place,
+                kind: "finding",
+                id: &i,
+            };
             if !(0.0..=1.0).contains(&f.confidence) {
                 let msg = format!("{fplace}: confidence {} is outside 0..1", f.confidence);
                 self.report.fail(Check::Confidence, msg);
@@ -204,6 +208,16 @@ impl<'p> Validator<'p> {
             if let Some(m) = &f.metadata {
                 self.json_text(&fplace, "metadata", map_has_nul(m));
             }
+        }
+        let mut findings = raw.findings;
+        for f in &mut findings {
+            if f.confidence == 0.0 {
+                f.confidence = 0.0;
+            }
+            f.metadata
+                .iter_mut()
+                .flat_map(|m| m.values_mut())
+                .for_each(canonical_numbers);
         }
         let chunks = self.chunks(&place, raw.chunks);
         let artifact = raw.artifact.and_then(|a| self.artifact(&place, a));
@@ -217,7 +231,7 @@ impl<'p> Validator<'p> {
             content_type: raw.content_type,
             status: raw.status,
             created_at: created_at?,
-            findings: raw.findings,
+            findings,
             chunks: chunks?,
             artifact,
         })
@@ -229,7 +243,11 @@ impl<'p> Validator<'p> {
         let mut out = Vec::with_capacity(raw.len());
         let mut all_ids_valid = true;
         for c in raw {
-            let cplace = Child { parent: &place, kind: "chunk", id: &c.id };
+            let cplace = Child {
+                parent: &place,
+                kind: "chunk",
+                id: &c.id,
+            };
             let id = self.uuid(&c.id, place, "chunk id");
             if let Some(id) = id {
                 if !self.chunk_ids.insert(id) {
@@ -278,7 +296,11 @@ impl<'p> Validator<'p> {
     }
 
     fn artifact(&mut self, place: &dyn fmt::Display, a: RawArtifact) -> Option<Artifact> {
-        let aplace = Child { parent: &place, kind: "artifact", id: &a.id };
+        let aplace = Child {
+            parent: &place,
+            kind: "artifact",
+            id: &a.id,
+        };
         let id = self.uuid(&a.id, place, "artifact id");
         if let Some(id) = id {
             if !self.artifact_ids.insert(id) {
@@ -291,11 +313,14 @@ impl<'p> Validator<'p> {
         }
         self.json_text(&aplace, "key_findings", a.key_findings.iter().any(has_nul));
         self.json_text(&aplace, "metadata", map_has_nul(&a.metadata));
+        let (mut key_findings, mut metadata) = (a.key_findings, a.metadata);
+        key_findings.iter_mut().for_each(canonical_numbers);
+        metadata.values_mut().for_each(canonical_numbers);
         Some(Artifact {
             id: id?,
             summary: a.summary,
-            key_findings: a.key_findings,
-            metadata: a.metadata,
+            key_findings,
+            metadata,
         })
     }
 
@@ -422,6 +447,29 @@ fn url_key(url: &str) -> u64 {
     h.finish()
 }
 
+/// Gives a number the one form that every store keeps: `-0.0` becomes `0.0`, and a whole float
+/// of 1e16 or more that fits a 64-bit integer becomes that integer (PostgreSQL's `jsonb` turns
+/// `1e19` into `10000000000000000000`; equal numbers, but another type once read back).
+pub fn canonical_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f == 0.0 {
+                *v = Value::from(0.0);
+            } else if f.fract() == 0.0 && f.abs() >= 1e16 {
+                if f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 {
+                    *v = Value::from(f as i64);
+                } else if f > 0.0 && f < 18_446_744_073_709_551_616.0 {
+                    *v = Value::from(f as u64);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(canonical_numbers),
+        Value::Object(o) => o.values_mut().for_each(canonical_numbers),
+        _ => {}
+    }
+}
+
 fn has_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
@@ -454,6 +502,16 @@ pub enum MetadataFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_take_one_form() {
+        let mut v = serde_json::json!([-0.0, 1e19, -1e17, 1e16, 2.5, 1e300, 3.0, 5, 1e20]);
+        canonical_numbers(&mut v);
+        assert_eq!(
+            v.to_string(),
+            "[0.0,10000000000000000000,-100000000000000000,10000000000000000,2.5,1e+300,3.0,5,1e+20]"
+        );
+    }
 
     #[test]
     fn url_contract() {

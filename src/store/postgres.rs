@@ -77,14 +77,7 @@ struct Names {
 impl Names {
     fn new(schema: &str) -> Self {
         let q = |t: &str| format!("{}.{t}", quote(schema));
-        let lock_key = {
-            // FNV-1a of "goldset:" + schema: stable across runs and machines.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in b"goldset:".iter().chain(schema.as_bytes()) {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h as i64
-        };
+        let lock_key = lock_key(schema);
         Names {
             schema: schema.to_owned(),
             analyses: q(ANALYSES),
@@ -95,6 +88,16 @@ impl Names {
             lock_key,
         }
     }
+}
+
+/// The session-level advisory lock a restore into `schema` holds: FNV-1a of `goldset:SCHEMA`,
+/// stable across runs and machines (other tools can take it to keep restores out).
+pub fn lock_key(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"goldset:".iter().chain(schema.as_bytes()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 fn quote(identifier: &str) -> String {
@@ -723,7 +726,9 @@ impl PgWrite<'_> {
 
     fn vector_type(&mut self) -> Result<Type> {
         if self.vector_type.is_none() {
-            let stmt = self.client.prepare(&format!("SELECT NULL::{}", self.names.vector))?;
+            let stmt = self
+                .client
+                .prepare(&format!("SELECT NULL::{}", self.names.vector))?;
             self.vector_type = Some(stmt.columns()[0].type_().clone());
         }
         Ok(self.vector_type.clone().expect("set above"))

@@ -17,18 +17,97 @@ pub fn python_fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The databases a store-level test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in the workspace.
+    Sqlite,
+    /// A fresh schema in the PostgreSQL server named by `GOLDSET_TEST_PG_URL`.
+    Postgres,
+}
+
+/// Every backend available here: SQLite always, PostgreSQL when `GOLDSET_TEST_PG_URL` is set
+/// (`scripts/test` starts one). With `GOLDSET_TEST_REQUIRE_PG=1` (as in CI), a missing server
+/// fails the test instead of quietly testing SQLite alone.
+pub fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    if pg_url().is_some() {
+        all.push(Backend::Postgres);
+    } else if std::env::var("GOLDSET_TEST_REQUIRE_PG").is_ok_and(|v| v == "1") {
+        panic!("GOLDSET_TEST_REQUIRE_PG=1 but GOLDSET_TEST_PG_URL is not set: start scripts/pg-test-server");
+    }
+    all
+}
+
+/// The test PostgreSQL server, if any.
+pub fn pg_url() -> Option<String> {
+    std::env::var("GOLDSET_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 /// A temporary folder with a database of its own.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
     pub database_url: String,
+    pub backend: Backend,
+    /// PostgreSQL schema of this workspace (unique per workspace).
+    pub schema: String,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if self.backend == Backend::Postgres {
+            if let Ok(mut client) = postgres::Client::connect(&self.database_url, postgres::NoTls) {
+                let _ =
+                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+            }
+        }
+    }
 }
 
 impl Workspace {
     /// A workspace whose database is an SQLite file inside it.
     pub fn new() -> Self {
+        Self::on(Backend::Sqlite)
+    }
+
+    /// A workspace on `backend`, with an empty database of its own.
+    pub fn on(backend: Backend) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = format!("sqlite:{}", dir.path().join("golden.db").display());
-        Workspace { dir, database_url }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let schema = format!("goldset_test_{}_{n}", std::process::id());
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite:{}", dir.path().join("golden.db").display()),
+            Backend::Postgres => pg_url().expect("GOLDSET_TEST_PG_URL"),
+        };
+        Workspace {
+            dir,
+            database_url,
+            backend,
+            schema,
+        }
+    }
+
+    /// Runs SQL against the workspace's database (its schema first on the search path).
+    pub fn sql(&self, statements: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(self.path("golden.db")).unwrap();
+                conn.execute_batch(statements).unwrap();
+            }
+            Backend::Postgres => {
+                let mut client =
+                    postgres::Client::connect(&self.database_url, postgres::NoTls).unwrap();
+                client
+                    .batch_execute(&format!(
+                        "SET search_path = {}, public; {statements}",
+                        self.schema
+                    ))
+                    .unwrap();
+            }
+        }
     }
 
     /// A path inside the workspace.
@@ -42,6 +121,7 @@ impl Workspace {
             .args(args)
             .current_dir(self.dir.path())
             .env("DATABASE_URL", &self.database_url)
+            .env("GOLDSET_SCHEMA", &self.schema)
             .env_remove("GOLDSET_EMBEDDER")
             .env_remove("GOLDSET_LOG")
             .output()

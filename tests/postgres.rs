@@ -1,0 +1,247 @@
+//! What only PostgreSQL has: the same file as SQLite, the restore lock, connection strings and
+//! secrets, snapshot consistency under concurrent writers. Skipped without a test server
+//! (`scripts/test` starts one; CI requires it).
+
+mod common;
+
+use common::{
+    pg_url, python_fixture, sample, stderr, stdout, without_created_at, Backend, Workspace,
+};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A PostgreSQL workspace, or `None` (and a note) when no server is configured.
+fn pg() -> Option<Workspace> {
+    match pg_url() {
+        Some(_) => Some(Workspace::on(Backend::Postgres)),
+        None => {
+            assert!(
+                std::env::var("GOLDSET_TEST_REQUIRE_PG").map_or(true, |v| v != "1"),
+                "GOLDSET_TEST_REQUIRE_PG=1 but GOLDSET_TEST_PG_URL is not set"
+            );
+            eprintln!("no GOLDSET_TEST_PG_URL: PostgreSQL test skipped");
+            None
+        }
+    }
+}
+
+fn client(ws: &Workspace) -> postgres::Client {
+    postgres::Client::connect(&ws.database_url, postgres::NoTls).unwrap()
+}
+
+#[test]
+fn the_same_data_gives_the_same_file_on_both_stores() {
+    let Some(pg) = pg() else { return };
+    let lite = Workspace::on(Backend::Sqlite);
+    for file in [
+        sample(),
+        python_fixture("python_tiny_backup.json"),
+        python_fixture("python_generated_backup.json"),
+    ] {
+        for ws in [&pg, &lite] {
+            ws.load(&file);
+            ws.ok(&["backup", "-q", "--status", "all", "--file", "out.json"]);
+        }
+        let read = |ws: &Workspace| {
+            without_created_at(&std::fs::read_to_string(ws.path("out.json")).unwrap())
+        };
+        assert_eq!(read(&pg), read(&lite), "{}", file.display());
+    }
+}
+
+#[test]
+fn a_second_restore_waits_or_fails_naming_the_lock_holder() {
+    let Some(ws) = pg() else { return };
+    ws.ok(&["init", "-q"]);
+    let mut holder = client(&ws);
+    let key = goldset::store::postgres::lock_key(&ws.schema);
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .unwrap();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+
+    let out = ws.run(&["restore", "--no-wait", "--file", sample().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("another restore") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+
+    // With --wait (the default) it blocks until the holder lets go, then restores.
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_goldset"))
+        .args(["restore", "-q", "--file", sample().to_str().unwrap()])
+        .env("DATABASE_URL", &ws.database_url)
+        .env("GOLDSET_SCHEMA", &ws.schema)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the second restore waits"
+    );
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .unwrap();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting for another restore"),
+        "{}",
+        stderr(&out)
+    );
+    ws.ok(&["verify", "--file", sample().to_str().unwrap()]);
+}
+
+#[test]
+fn passwords_never_appear_in_output() {
+    let Some(ws) = pg() else { return };
+    let url = ws.database_url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:hunter2secret@",
+        1,
+    );
+    assert_ne!(url, ws.database_url);
+    // Works (the test server trusts local connections), and says nothing of the password.
+    let out = Command::new(env!("CARGO_BIN_EXE_goldset"))
+        .args([
+            "-vv",
+            "restore",
+            "--file",
+            sample().to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("GOLDSET_SCHEMA", &ws.schema)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("hunter2secret"), "{all}");
+    // A failing connection names the server, not the password.
+    let bad = "postgres://postgres:hunter2secret@127.0.0.1:1/nowhere";
+    let out = Command::new(env!("CARGO_BIN_EXE_goldset"))
+        .args(["status"])
+        .env("DATABASE_URL", bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot connect to postgres://postgres:***@127.0.0.1:1/nowhere"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2secret"), "{err}");
+}
+
+#[test]
+fn libpq_environment_fills_what_the_url_leaves_out() {
+    let Some(ws) = pg() else { return };
+    let url = url_parts(&ws.database_url);
+    let out = Command::new(env!("CARGO_BIN_EXE_goldset"))
+        .args(["restore", "-q", "--file", sample().to_str().unwrap()])
+        .env("DATABASE_URL", "postgresql://")
+        .env("GOLDSET_SCHEMA", &ws.schema)
+        .env("PGHOST", &url.0)
+        .env("PGPORT", &url.1)
+        .env("PGUSER", &url.2)
+        .env("PGDATABASE", &url.3)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    ws.ok(&["verify", "--file", sample().to_str().unwrap()]);
+    // sslmode=require against a server without TLS fails clearly.
+    let out = ws.run(&[
+        "--database-url",
+        &format!("{}?sslmode=require", ws.database_url),
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+/// (host, port, user, database) of `postgres://user@host:port/database`.
+fn url_parts(url: &str) -> (String, String, String, String) {
+    let rest = url.split("://").nth(1).unwrap();
+    let (user, rest) = rest.split_once('@').unwrap();
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    (host.into(), port.into(), user.into(), db.into())
+}
+
+#[test]
+fn schemas_keep_datasets_apart() {
+    let Some(a) = pg() else { return };
+    let Some(b) = pg() else { return };
+    a.load(&sample());
+    b.load(&python_fixture("python_tiny_backup.json"));
+    let count = |ws: &Workspace| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&ws.ok(&["status", "--format", "json"])).unwrap()
+            ["inventory"]["chunks"]
+            .clone()
+    };
+    assert_eq!(count(&a), 86);
+    assert_eq!(count(&b), 8);
+}
+
+#[test]
+fn writers_committing_during_a_backup_never_break_its_consistency() {
+    let Some(ws) = pg() else { return };
+    ws.ok(&[
+        "generate",
+        "-q",
+        "--file",
+        "big.json",
+        "--analyses",
+        "1500",
+        "--chunks-per-analysis",
+        "10",
+    ]);
+    ws.load(&ws.path("big.json"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = ws.database_url.clone();
+        let schema = ws.schema.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.batch_execute(&format!("SET search_path = {schema}, public"))
+                .unwrap();
+            let mut commits = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each commit adds a completed analysis with a chunk and removes another one.
+                c.batch_execute(
+                    "BEGIN;
+                     WITH a AS (INSERT INTO analyses VALUES (gen_random_uuid(), 'https://docs.rs/x', 'documentation', 'completed', now(), '[]') RETURNING id)
+                     INSERT INTO chunks (id, analysis_id, chunk_index, content, content_type) SELECT gen_random_uuid(), id, 0, 'x', 'text' FROM a;
+                     DELETE FROM analyses WHERE id = (SELECT id FROM analyses ORDER BY created_at LIMIT 1);
+                     COMMIT;",
+                )
+                .unwrap();
+                commits += 1;
+            }
+            commits
+        })
+    };
+    let started = Instant::now();
+    let mut backups = 0;
+    while started.elapsed() < Duration::from_secs(4) || backups < 2 {
+        ws.ok(&["backup", "-q", "--file", "snap.json"]);
+        let out = ws.run(&["verify", "--file-only", "--file", "snap.json"]);
+        assert!(
+            out.status.success(),
+            "a backup taken under writes is inconsistent:\n{}",
+            stdout(&out)
+        );
+        backups += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    assert!(commits > 10, "the writer committed only {commits} times");
+}
