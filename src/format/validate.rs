@@ -457,9 +457,9 @@ pub fn canonical_numbers(v: &mut Value) {
             if f == 0.0 {
                 *v = Value::from(0.0);
             } else if f.fract() == 0.0 && f.abs() >= 1e16 {
-                if f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0 {
+                if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
                     *v = Value::from(f as i64);
-                } else if f > 0.0 && f < 18_446_744_073_709_551_616.0 {
+                } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
                     *v = Value::from(f as u64);
                 }
             }
