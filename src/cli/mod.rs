@@ -9,6 +9,7 @@ use goldset::format::validate::UrlPolicy;
 use goldset::format::{metadata_path_for, DEFAULT_BACKUP_PATH};
 use goldset::model::StatusFilter;
 use goldset::ops::backup::{backup, BackupOptions};
+use goldset::ops::diff::{diff, Side};
 use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
 use goldset::ops::verify::{verify, VerifyOptions};
 use goldset::ops::OpError;
@@ -71,9 +72,37 @@ enum Command {
     Verify(VerifyArgs),
     /// Show what the database holds.
     Status,
+    /// Show what changed between two backups, or a backup and the database (`db:`).
+    Diff(DiffArgs),
+    /// The history of a backup file tracked in git: counts and changes per commit.
+    Log(LogArgs),
     /// Write a synthetic dataset as a backup file (for benchmarks and trials).
     #[command(hide = true)]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The old side: a backup file, or `db:` for the database.
+    old: String,
+    /// The new side: a backup file, or `db:` for the database.
+    new: String,
+    /// For a `db:` side: statuses to include (as for backup); `all` for every analysis.
+    #[arg(long, value_delimiter = ',', default_value = "completed")]
+    status: Vec<String>,
+    /// How many changed records to list in detail (all are counted).
+    #[arg(long, default_value_t = 50)]
+    max_changes: usize,
+}
+
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// The backup file, inside a git work tree.
+    #[arg(long, short, default_value = DEFAULT_BACKUP_PATH)]
+    file: PathBuf,
+    /// At most this many commits, newest first.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    max_count: usize,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +135,10 @@ struct BackupArgs {
     /// Allow replacing a backup that holds analyses with an empty one.
     #[arg(long)]
     allow_empty: bool,
+    /// Write nothing: exit 1 (and show the changes) when the database no longer matches the
+    /// backup file — the check a pull request runs.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +240,14 @@ pub fn run() -> i32 {
     }
 }
 
+fn status_filter(statuses: &[String]) -> StatusFilter {
+    if statuses.iter().any(|s| s == "all") {
+        StatusFilter::All
+    } else {
+        StatusFilter::Only(statuses.to_vec())
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -254,12 +295,55 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
             out.status("status", &store.location(), &inventory);
             Ok(0)
         }
-        Command::Backup(args) => {
-            let filter = if args.status.iter().any(|s| s == "all") {
-                StatusFilter::All
+        Command::Backup(args) if args.check => {
+            let mut store = open_store(cli, false)?;
+            let filter = status_filter(&args.status);
+            if !args.file.exists() {
+                out.line(format!(
+                    "backup --check: {} does not exist",
+                    args.file.display()
+                ));
+                return Ok(1);
+            }
+            let d = diff(
+                Side::File(args.file.clone()),
+                Side::Database(store.as_mut(), filter),
+                20,
+            )?;
+            out.diff(&d);
+            Ok(if d.summary.is_equal() { 0 } else { 1 })
+        }
+        Command::Diff(args) => {
+            if args.old.starts_with("db:") && args.new.starts_with("db:") {
+                return Err(OpError::Refused(
+                    "at most one side of a diff can be db:".into(),
+                ));
+            }
+            let mut store = if args.old.starts_with("db:") || args.new.starts_with("db:") {
+                Some(open_store(cli, false)?)
             } else {
-                StatusFilter::Only(args.status.clone())
+                None
             };
+            let filter = status_filter(&args.status);
+            let file = |spec: &str| Side::File(PathBuf::from(spec));
+            let (old, new) = match store.as_mut() {
+                Some(s) if args.old.starts_with("db:") => {
+                    (Side::Database(s.as_mut(), filter), file(&args.new))
+                }
+                Some(s) => (file(&args.old), Side::Database(s.as_mut(), filter)),
+                None => (file(&args.old), file(&args.new)),
+            };
+            let d = diff(old, new, args.max_changes)?;
+            out.diff(&d);
+            Ok(if d.summary.is_equal() { 0 } else { 1 })
+        }
+        Command::Log(args) => {
+            let entries = goldset::ops::history::log(&args.file, args.max_count)?;
+            out.log(&args.file, &entries);
+            Ok(0)
+        }
+        Command::Backup(args) => {
+            let filter = status_filter(&args.status);
             let options = BackupOptions {
                 metadata_file: args
                     .metadata_file

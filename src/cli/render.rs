@@ -2,6 +2,8 @@
 
 use super::Format;
 use goldset::ops::backup::BackupSummary;
+use goldset::ops::diff::{Change, Diff};
+use goldset::ops::history::LogEntry;
 use goldset::ops::restore::RestoreSummary;
 use goldset::ops::verify::Verification;
 use goldset::ops::OpError;
@@ -135,6 +137,81 @@ impl Output {
                     self.line(text);
                 }
             }
+        }
+    }
+
+    pub fn diff(&self, d: &Diff) {
+        if self.format == Format::Json {
+            self.json(
+                json!({"ok": true, "command": "diff", "equal": d.summary.is_equal(), "diff": d}),
+            );
+            return;
+        }
+        if d.summary.is_equal() {
+            self.line(format!(
+                "diff: {} and {} hold the same records ({})",
+                d.old, d.new, d.new_counts
+            ));
+            return;
+        }
+        // Differences are the result: printed even with --quiet.
+        println!("diff {} → {}: {}", d.old, d.new, d.summary);
+        for c in &d.changes {
+            match c {
+                Change::Added { id, url, chunks } => {
+                    println!("  + analysis {id} ({url}, {chunks} chunks)")
+                }
+                Change::Removed { id, url, chunks } => {
+                    println!("  - analysis {id} ({url}, {chunks} chunks)")
+                }
+                Change::Changed {
+                    id,
+                    url,
+                    fields,
+                    chunks,
+                    artifact,
+                } => {
+                    println!("  ~ analysis {id} ({url})");
+                    for f in fields {
+                        println!("      {}: {:?} → {:?}", f.field, f.old, f.new);
+                    }
+                    for child in chunks
+                        .iter()
+                        .map(|c| ("chunk", c))
+                        .chain(artifact.iter().map(|a| ("artifact", a)))
+                    {
+                        let (kind, c) = child;
+                        println!("      {} {kind} {}", c.change, c.id);
+                        for f in &c.fields {
+                            println!("          {}: {:?} → {:?}", f.field, f.old, f.new);
+                        }
+                    }
+                }
+            }
+        }
+        if d.more_changes > 0 {
+            println!(
+                "  … and {} more changed analyses (--max-changes)",
+                d.more_changes
+            );
+        }
+    }
+
+    pub fn log(&self, file: &std::path::Path, entries: &[LogEntry]) {
+        if self.format == Format::Json {
+            self.json(json!({"ok": true, "command": "log", "file": file, "entries": entries}));
+            return;
+        }
+        for e in entries {
+            let change = if e.changes.is_equal() {
+                "no record changed".to_owned()
+            } else {
+                e.changes.to_string()
+            };
+            println!(
+                "{} {} {} — {} — {}",
+                e.short, e.date, e.counts, change, e.subject
+            );
         }
     }
 

@@ -146,6 +146,11 @@ impl<'p> Validator<'p> {
         }
     }
 
+    /// The first error found so far, with its check's name.
+    pub fn first_error(&self) -> Option<String> {
+        self.report.first_errors(1).into_iter().next()
+    }
+
     /// Whether an error has been found so far.
     pub fn has_errors(&self) -> bool {
         self.report.has_errors()

@@ -74,8 +74,12 @@ pub fn backup(
             refuse_to_empty(options)?;
         }
         progress.start("backup", counts.total_analyses, Unit::Records);
-        let mut writer = BackupWriter::new(BufWriter::new(out.file()), Timestamp::now(), counts)
-            .map_err(OpError::io(path))?;
+        let mut writer = BackupWriter::new(
+            BufWriter::with_capacity(1 << 18, out.file()),
+            Timestamp::now(),
+            counts,
+        )
+        .map_err(OpError::io(path))?;
         let mut write_error = None;
         let mut done = 0;
         let streamed = snapshot.for_each_analysis(&options.filter, &mut |analysis| {

@@ -4,6 +4,8 @@
 
 pub mod atomic;
 pub mod backup;
+pub mod diff;
+pub mod history;
 pub mod restore;
 pub mod verify;
 

@@ -152,7 +152,7 @@ pub struct EmbeddingHealth {
 }
 
 /// A place where a golden dataset is kept.
-pub trait Store {
+pub trait Store: Send {
     /// Where it is, for messages (never with a password).
     fn location(&self) -> String;
     /// Opens one consistent read-only view.

@@ -404,6 +404,7 @@ impl Store for PostgresStore {
             names: &self.names,
             done: false,
             vector_type: None,
+            rebuild: None,
         }))
     }
 }
@@ -568,16 +569,25 @@ impl ReadSnapshot for PgSnapshot<'_> {
             schema::qualified("a", schema::ANALYSIS_COLUMNS),
             n.analyses
         ))?;
+        // Children come through a lateral join on the ordered analysis keys: a nested loop over
+        // the (analysis_id, chunk_index) index that streams in backup order, instead of
+        // sorting every wide row (which spills to disk).
+        let keys = format!(
+            "(SELECT a.id, a.created_at FROM {} a {clause} {order}) a",
+            n.analyses
+        );
         let mut chunks = bind(format!(
-            "SELECT {} FROM {} a JOIN {} c ON c.analysis_id = a.id {clause} {order}, c.chunk_index",
+            "SELECT {} FROM {keys} CROSS JOIN LATERAL
+                 (SELECT * FROM {} c WHERE c.analysis_id = a.id ORDER BY c.chunk_index) c
+             {order}, c.chunk_index",
             schema::qualified("c", schema::CHUNK_COLUMNS),
-            n.analyses,
             n.chunks
         ))?;
         let mut artifacts = bind(format!(
-            "SELECT {} FROM {} a JOIN {} r ON r.analysis_id = a.id {clause} {order}",
+            "SELECT {} FROM {keys} CROSS JOIN LATERAL
+                 (SELECT * FROM {} r WHERE r.analysis_id = a.id) r
+             {order}",
             schema::qualified("r", schema::ARTIFACT_COLUMNS),
-            n.analyses,
             n.artifacts
         ))?;
         let tx = &mut self.tx;
@@ -688,6 +698,8 @@ struct PgWrite<'c> {
     done: bool,
     /// The `vector` type's OID-bearing descriptor, looked up once.
     vector_type: Option<Type>,
+    /// In a bulk load: the SQL that rebuilds the indexes and constraints dropped for it.
+    rebuild: Option<String>,
 }
 
 impl Drop for PgWrite<'_> {
@@ -724,6 +736,70 @@ impl PgWrite<'_> {
         Ok(())
     }
 
+    /// The tables were emptied in this transaction: drop their indexes and constraints, load,
+    /// and rebuild them once before COMMIT (as pg_restore does) instead of maintaining them row by
+    /// row. The rebuild validates everything the constraints promise. Readers wait for the
+    /// commit (ACCESS EXCLUSIVE), as they would for `pg_restore --clean`. If anything else
+    /// depends on these constraints (an application's foreign key), the load stays row by row.
+    fn start_bulk_load(&mut self) -> Result<()> {
+        let n = self.names;
+        let tables = [n.analyses.as_str(), n.chunks.as_str(), n.artifacts.as_str()];
+        let rows = self.client.query(
+            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype::text
+               FROM pg_constraint c
+              WHERE c.conrelid = ANY (ARRAY[$1::text::regclass, $2::text::regclass, $3::text::regclass]::oid[])
+                AND c.contype IN ('p', 'u', 'f')",
+            &[&tables[0], &tables[1], &tables[2]],
+        )?;
+        let indexes = self.client.query(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+               FROM pg_index i
+              WHERE i.indrelid = ANY (ARRAY[$1::text::regclass, $2::text::regclass, $3::text::regclass]::oid[])
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+            &[&tables[0], &tables[1], &tables[2]],
+        )?;
+        let (mut drop, mut keys, mut foreign) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &rows {
+            let (table, name, definition, kind): (String, String, String, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let add = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
+                quote(&name)
+            );
+            let dropped = format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote(&name));
+            if kind == "f" {
+                drop.insert(0, dropped);
+                foreign.push(add);
+            } else {
+                drop.push(dropped);
+                keys.push(add);
+            }
+        }
+        for r in &indexes {
+            let (name, definition): (String, String) = (r.get(0), r.get(1));
+            drop.push(format!("DROP INDEX {name}"));
+            keys.push(definition);
+        }
+        self.client.batch_execute("SAVEPOINT goldset_bulk")?;
+        match self.client.batch_execute(&drop.join(";\n")) {
+            Ok(()) => {
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT goldset_bulk")?;
+                keys.extend(foreign);
+                self.rebuild = Some(keys.join(";\n"));
+            }
+            Err(e) => {
+                tracing::info!(
+                    "bulk load not possible, loading row by row: {}",
+                    describe(&e)
+                );
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT goldset_bulk")?;
+            }
+        }
+        Ok(())
+    }
+
     fn vector_type(&mut self) -> Result<Type> {
         if self.vector_type.is_none() {
             let stmt = self
@@ -746,7 +822,7 @@ impl WriteTransaction for PgWrite<'_> {
             "DELETE FROM {}; DELETE FROM {}; DELETE FROM {};",
             n.chunks, n.artifacts, n.analyses
         ))?;
-        Ok(())
+        self.start_bulk_load()
     }
 
     fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
@@ -950,6 +1026,9 @@ impl WriteTransaction for PgWrite<'_> {
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
+        if let Some(rebuild) = self.rebuild.take() {
+            self.client.batch_execute(&rebuild)?;
+        }
         self.client.batch_execute("COMMIT")?;
         self.done = true;
         Ok(())

@@ -1,0 +1,135 @@
+//! `log`: the history of a backup file tracked in git — one entry per commit with the counts it
+//! held and what changed since the commit before, each version streamed from `git show`.
+
+use super::diff::{diff, Side, Summary};
+use super::OpError;
+use crate::format::writer::BackupWriter;
+use crate::model::Counts;
+use crate::timestamp::Timestamp;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One commit that touched the backup file.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    /// Full commit id.
+    pub commit: String,
+    /// Abbreviated commit id.
+    pub short: String,
+    /// Commit date (YYYY-MM-DD).
+    pub date: String,
+    /// First line of the commit message.
+    pub subject: String,
+    /// What the file held at this commit (zero if the commit deleted it).
+    pub counts: Counts,
+    /// Changes against the previous version (the first version: against nothing).
+    pub changes: Summary,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String, OpError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| OpError::Refused(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(OpError::Refused(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The history of `file`, newest first, at most `max` entries.
+pub fn log(file: &Path, max: usize) -> Result<Vec<LogEntry>, OpError> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = file
+        .file_name()
+        .ok_or_else(|| OpError::Refused(format!("{} is not a file name", file.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let prefix = git(&dir, &["rev-parse", "--show-prefix"])?
+        .trim()
+        .to_owned();
+    let path_in_repo = format!("{prefix}{name}");
+    let count = (max + 1).to_string();
+    let listing = git(
+        &dir,
+        &[
+            "log",
+            "--format=%H%x09%h%x09%ad%x09%s",
+            "--date=short",
+            "-n",
+            &count,
+            "--",
+            &name,
+        ],
+    )?;
+    let commits: Vec<Vec<String>> = listing
+        .lines()
+        .map(|l| l.splitn(4, '\t').map(str::to_owned).collect())
+        .filter(|f: &Vec<String>| f.len() == 4)
+        .collect();
+    if commits.is_empty() {
+        return Err(OpError::Refused(format!(
+            "git has no history for {}",
+            file.display()
+        )));
+    }
+    let mut entries = Vec::new();
+    for (i, c) in commits.iter().enumerate().take(max) {
+        let old = commits.get(i + 1).map(|p| p[0].as_str());
+        let d = diff(
+            version(&dir, old, &path_in_repo)?,
+            version(&dir, Some(&c[0]), &path_in_repo)?,
+            0,
+        )?;
+        entries.push(LogEntry {
+            commit: c[0].clone(),
+            short: c[1].clone(),
+            date: c[2].clone(),
+            subject: c[3].clone(),
+            counts: d.new_counts,
+            changes: d.summary,
+        });
+    }
+    Ok(entries)
+}
+
+/// The file as of `commit` (`None`, or a commit without the file: an empty backup).
+fn version<'s>(dir: &Path, commit: Option<&str>, path: &str) -> Result<Side<'s>, OpError> {
+    let spec = commit.map(|c| format!("{c}:{path}"));
+    let present = spec
+        .as_ref()
+        .is_some_and(|s| git(dir, &["cat-file", "-e", s]).is_ok());
+    let Some(spec) = spec.filter(|_| present) else {
+        let empty = BackupWriter::new(
+            Vec::new(),
+            Timestamp::from_unix_micros(0),
+            Counts::default(),
+        )
+        .and_then(|w| w.finish())
+        .map_err(|e| OpError::Refused(e.to_string()))?;
+        return Ok(Side::Stream(
+            "(no file)".into(),
+            Box::new(std::io::Cursor::new(empty)),
+        ));
+    };
+    let child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["show", &spec])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| OpError::Refused(format!("cannot run git: {e}")))?;
+    let stdout = child.stdout.expect("piped");
+    Ok(Side::Stream(spec, Box::new(stdout)))
+}
