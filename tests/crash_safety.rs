@@ -22,19 +22,16 @@ fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Bytes the database has on disk, committed or not: the SQLite file, or the size of the chunks
-/// table in PostgreSQL (uncommitted rows are written to its pages too).
+/// Bytes the database has written, committed or not: the SQLite file's size, or PostgreSQL's
+/// WAL position (uncommitted rows are WAL-logged too, and reading it takes no lock — a bulk
+/// restore holds an exclusive lock on the tables until it commits).
 fn stored_bytes(ws: &Workspace) -> u64 {
     match ws.backend {
         Backend::Sqlite => size(&ws.path("golden.db")),
         Backend::Postgres => {
             let mut client = postgres::Client::connect(&ws.database_url, postgres::NoTls).unwrap();
-            let table = format!("{}.chunks", ws.schema);
             let bytes: i64 = client
-                .query_one(
-                    "SELECT pg_total_relation_size($1::text::regclass)",
-                    &[&table],
-                )
+                .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
                 .unwrap()
                 .get(0);
             bytes as u64

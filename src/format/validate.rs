@@ -107,6 +107,8 @@ pub struct Validator<'p> {
     /// 64-bit hash of each URL seen → the analysis that had it (a warning check: memory beats
     /// the one-in-2^64 chance of a false duplicate).
     urls: HashMap<u64, Uuid>,
+    /// Whether to remember ids and URLs for the whole-file checks.
+    whole_file: bool,
 }
 
 impl<'p> Validator<'p> {
@@ -121,13 +123,24 @@ impl<'p> Validator<'p> {
             chunk_ids: HashSet::new(),
             artifact_ids: HashSet::new(),
             urls: HashMap::new(),
+            whole_file: true,
         }
+    }
+
+    /// A validator for reading, not checking, a file: records are validated one by one, but
+    /// ids and URLs are not remembered (no duplicate checks), so memory stays constant.
+    pub fn per_record(mut self) -> Self {
+        self.whole_file = false;
+        self
     }
 
     /// Sizes the id sets for the counts a file announces (capped: the counts are not yet
     /// checked), so that they do not grow by doubling.
     pub fn expect(&mut self, counts: &Counts) {
         const CAP: u64 = 1 << 20;
+        if !self.whole_file {
+            return;
+        }
         let reserve = |n: u64| n.min(CAP) as usize;
         self.analysis_ids.reserve(reserve(counts.total_analyses));
         self.chunk_ids.reserve(reserve(counts.total_chunks));
@@ -167,7 +180,7 @@ impl<'p> Validator<'p> {
 
         let id = self.uuid(&raw.id, &place, "id");
         if let Some(id) = id {
-            if !self.analysis_ids.insert(id) {
+            if self.whole_file && !self.analysis_ids.insert(id) {
                 self.report
                     .fail(Check::UniqueIds, format!("{place}: analysis id repeats"));
             }
@@ -189,7 +202,7 @@ impl<'p> Validator<'p> {
                 if let (Some(_), Some(first)) = (id, self.urls.get(&key)) {
                     let msg = format!("{place}: url {} also used by analysis {first}", raw.url);
                     self.report.warn(Check::DuplicateUrls, msg);
-                } else if let Some(id) = id {
+                } else if let Some(id) = id.filter(|_| self.whole_file) {
                     self.urls.insert(key, id);
                 }
             }
@@ -255,7 +268,7 @@ impl<'p> Validator<'p> {
             };
             let id = self.uuid(&c.id, place, "chunk id");
             if let Some(id) = id {
-                if !self.chunk_ids.insert(id) {
+                if self.whole_file && !self.chunk_ids.insert(id) {
                     self.report
                         .fail(Check::UniqueIds, format!("{cplace}: chunk id repeats"));
                 }
@@ -308,7 +321,7 @@ impl<'p> Validator<'p> {
         };
         let id = self.uuid(&a.id, place, "artifact id");
         if let Some(id) = id {
-            if !self.artifact_ids.insert(id) {
+            if self.whole_file && !self.artifact_ids.insert(id) {
                 self.report
                     .fail(Check::UniqueIds, format!("{aplace}: artifact id repeats"));
             }
