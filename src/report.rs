@@ -47,6 +47,14 @@ pub enum Check {
     DbOrphans,
     /// Every chunk has an embedding of the configured model and dimension.
     DbEmbeddings,
+    /// A snapshot's manifest is present and readable.
+    SnapshotManifest,
+    /// A snapshot's size and SHA-256 equal its manifest's.
+    SnapshotChecksum,
+    /// The snapshot reads with its database's tools (integrity check, archive listing).
+    SnapshotReadable,
+    /// The snapshot holds what its manifest says.
+    SnapshotCounts,
 }
 
 impl Check {
@@ -70,6 +78,10 @@ impl Check {
             Check::DbExtra => "db_extra",
             Check::DbOrphans => "db_orphans",
             Check::DbEmbeddings => "db_embeddings",
+            Check::SnapshotManifest => "snapshot_manifest",
+            Check::SnapshotChecksum => "snapshot_checksum",
+            Check::SnapshotReadable => "snapshot_readable",
+            Check::SnapshotCounts => "snapshot_counts",
         }
     }
 }

@@ -11,8 +11,10 @@ use goldset::model::StatusFilter;
 use goldset::ops::backup::{backup, BackupOptions};
 use goldset::ops::diff::{diff, Side};
 use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
+use goldset::ops::snapshot::{dump, load, verify_snapshot, DEFAULT_SNAPSHOT_PATH};
 use goldset::ops::verify::{verify, VerifyOptions};
 use goldset::ops::OpError;
+use goldset::store::NativeTools;
 use goldset::store::{self, Store};
 use progress::Bar;
 use render::Output;
@@ -72,6 +74,10 @@ enum Command {
     Verify(VerifyArgs),
     /// Show what the database holds.
     Status,
+    /// Write a native snapshot (SQLite file or pg_dump archive, embeddings included) and its manifest.
+    Dump(DumpArgs),
+    /// Load a native snapshot (all or nothing) after checking it against its manifest.
+    Load(LoadArgs),
     /// Show what changed between two backups, or a backup and the database (`db:`).
     Diff(DiffArgs),
     /// The history of a backup file tracked in git: counts and changes per commit.
@@ -79,6 +85,43 @@ enum Command {
     /// Write a synthetic dataset as a backup file (for benchmarks and trials).
     #[command(hide = true)]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct DumpArgs {
+    /// The snapshot file (its manifest goes beside it: FILE.manifest.json).
+    #[arg(long, short, default_value = DEFAULT_SNAPSHOT_PATH)]
+    file: PathBuf,
+    #[command(flatten)]
+    tools: ToolArgs,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The snapshot file.
+    #[arg(long, short, default_value = DEFAULT_SNAPSHOT_PATH)]
+    file: PathBuf,
+    /// Load over a database that holds data.
+    #[arg(long)]
+    replace: bool,
+    #[command(flatten)]
+    tools: ToolArgs,
+}
+
+/// Where the PostgreSQL client tools are.
+#[derive(Debug, Args)]
+struct ToolArgs {
+    /// Folder with pg_dump and pg_restore (default: PATH).
+    #[arg(long, env = "GOLDSET_PG_BIN", value_name = "DIR")]
+    pg_bin: Option<PathBuf>,
+}
+
+impl ToolArgs {
+    fn tools(&self) -> NativeTools {
+        NativeTools {
+            pg_bin: self.pg_bin.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +235,11 @@ struct VerifyArgs {
     /// Check the file alone, not the database.
     #[arg(long)]
     file_only: bool,
+    /// Check a native snapshot against its manifest instead of a JSON backup.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["file_only", "metadata_file"])]
+    snapshot: Option<PathBuf>,
+    #[command(flatten)]
+    tools: ToolArgs,
     #[command(flatten)]
     urls: UrlArgs,
 }
@@ -401,6 +449,31 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
                 "generate: {} written ({counts})",
                 args.file.display()
             ));
+            Ok(0)
+        }
+        Command::Verify(args) if args.snapshot.is_some() => {
+            let file = args.snapshot.as_deref().expect("checked");
+            let report = verify_snapshot(file, &args.tools.tools())?;
+            out.snapshot_report(file, &report);
+            Ok(if report.has_errors() { 1 } else { 0 })
+        }
+        Command::Dump(args) => {
+            let mut store = open_store(cli, false)?;
+            let summary = dump(store.as_mut(), &args.file, &args.tools.tools())?;
+            out.dump(&summary);
+            Ok(0)
+        }
+        Command::Load(args) => {
+            let embedder = embedder(cli)?;
+            let mut store = open_store(cli, true)?;
+            let summary = load(
+                store.as_mut(),
+                &args.file,
+                args.replace,
+                &args.tools.tools(),
+                embedder.as_ref(),
+            )?;
+            out.load(&summary);
             Ok(0)
         }
         Command::Verify(args) => {

@@ -5,6 +5,7 @@ use goldset::ops::backup::BackupSummary;
 use goldset::ops::diff::{Change, Diff};
 use goldset::ops::history::LogEntry;
 use goldset::ops::restore::RestoreSummary;
+use goldset::ops::snapshot::{DumpSummary, LoadSummary};
 use goldset::ops::verify::Verification;
 use goldset::ops::OpError;
 use goldset::report::{Report, Verdict};
@@ -212,6 +213,64 @@ impl Output {
                 "{} {} {} — {} — {}",
                 e.short, e.date, e.counts, change, e.subject
             );
+        }
+    }
+
+    pub fn dump(&self, s: &DumpSummary) {
+        match self.format {
+            Format::Json => self.json(json!({"ok": true, "command": "dump", "summary": s})),
+            Format::Text => self.line(format!(
+                "dump: {} written ({}; {} snapshot, {}; SHA-256 {}…) in {:.2}s",
+                s.file.display(),
+                s.manifest.snapshot.inventory,
+                s.manifest.snapshot.kind,
+                size(s.manifest.bytes),
+                &s.manifest.sha256[..12],
+                s.elapsed.as_secs_f64()
+            )),
+        }
+    }
+
+    pub fn load(&self, s: &LoadSummary) {
+        match self.format {
+            Format::Json => self.json(json!({"ok": true, "command": "load", "summary": s})),
+            Format::Text => {
+                if let Some(note) = &s.model_note {
+                    eprintln!("note: {note}");
+                }
+                self.line(format!(
+                    "load: {} loaded ({}; embeddings kept) in {:.2}s",
+                    s.file.display(),
+                    s.manifest.snapshot.inventory,
+                    s.elapsed.as_secs_f64()
+                ));
+            }
+        }
+    }
+
+    pub fn snapshot_report(&self, file: &std::path::Path, report: &Report) {
+        let (failed, warned) = report.tally();
+        match self.format {
+            Format::Json => self.json(json!({
+                "ok": failed == 0,
+                "command": "verify",
+                "snapshot": file,
+                "checks": report.results().collect::<Vec<_>>(),
+            })),
+            Format::Text => {
+                if !self.quiet || failed > 0 {
+                    println!("verify snapshot {}", file.display());
+                    print_report(report, false);
+                }
+                let verdict = if failed > 0 { "FAILED" } else { "OK" };
+                let text =
+                    format!("verify: {verdict} ({failed} checks failed, {warned} with warnings)");
+                if failed > 0 {
+                    println!("{text}");
+                } else {
+                    self.line(text);
+                }
+            }
         }
     }
 

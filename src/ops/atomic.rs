@@ -28,6 +28,11 @@ impl AtomicFile {
         })
     }
 
+    /// Where the temp file is (for tools that write to a path).
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
     /// The temp file, to write to and read back.
     pub fn file(&mut self) -> &mut File {
         self.temp.as_file_mut()

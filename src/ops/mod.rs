@@ -7,6 +7,7 @@ pub mod backup;
 pub mod diff;
 pub mod history;
 pub mod restore;
+pub mod snapshot;
 pub mod verify;
 
 use crate::embed::EmbedError;

@@ -11,6 +11,7 @@ pub mod sqlite;
 
 use crate::model::{Analysis, Counts, StatusFilter};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// Why a store operation failed.
@@ -30,6 +31,9 @@ pub enum StoreError {
     /// PostgreSQL reported an error (connection parameters are never part of the message).
     #[error("postgres: {}", postgres::describe(.0))]
     Postgres(#[from] ::postgres::Error),
+    /// The operation would lose or mix up data; the text says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// Another restore holds the database's write lock (`--no-wait`).
     #[error("{0}")]
     Locked(String),
@@ -51,7 +55,7 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How many records a database holds: analyses by status, chunks, artifacts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Inventory {
     /// Analyses per status.
     pub analyses_by_status: BTreeMap<String, u64>,
@@ -126,7 +130,7 @@ pub struct ChunkEmbeddings<'a> {
 }
 
 /// A model whose embeddings a database holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmbeddingModel {
     /// Model id.
     pub model: String,
@@ -151,6 +155,30 @@ pub struct EmbeddingHealth {
     pub examples: Vec<String>,
 }
 
+/// Where the PostgreSQL client tools are (`--pg-bin`); `None` looks them up on `PATH`.
+#[derive(Debug, Clone, Default)]
+pub struct NativeTools {
+    /// Folder holding `pg_dump` and `pg_restore`.
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// What a native dump wrote, read from the same moment as the dump itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NativeSnapshot {
+    /// `sqlite` (a database file) or `postgres-custom` (a `pg_dump -Fc` archive).
+    pub kind: String,
+    /// The tool that wrote it (`pg_dump (PostgreSQL) 18.3`).
+    pub tool: String,
+    /// PostgreSQL schema the tables came from.
+    pub schema: Option<String>,
+    /// goldset schema version of the tables.
+    pub schema_version: u32,
+    /// What the snapshot holds.
+    pub inventory: Inventory,
+    /// The embeddings it holds.
+    pub embedding_models: Vec<EmbeddingModel>,
+}
+
 /// A place where a golden dataset is kept.
 pub trait Store: Send {
     /// Where it is, for messages (never with a password).
@@ -159,6 +187,18 @@ pub trait Store: Send {
     fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>>;
     /// Opens a write transaction. Dropping it without [`WriteTransaction::commit`] rolls back.
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>>;
+    /// Writes a native snapshot (schema, data and embeddings) to `target`, with the database's
+    /// own tools: SQLite's online backup API, or `pg_dump --format=custom`.
+    fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot>;
+    /// Loads a native snapshot written by [`Store::native_dump`], all or nothing. Refuses to
+    /// overwrite goldset tables that exist unless `replace`.
+    fn native_load(
+        &mut self,
+        source: &Path,
+        snapshot: &NativeSnapshot,
+        replace: bool,
+        tools: &NativeTools,
+    ) -> Result<()>;
 }
 
 /// A consistent view of a store: everything read through it belongs to one moment.
@@ -178,6 +218,8 @@ pub trait ReadSnapshot {
     fn orphans(&mut self) -> Result<(u64, Vec<String>)>;
     /// Checks every chunk's embedding against `model` and `dimension`.
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth>;
+    /// The models and dimensions of the embeddings, with chunk counts.
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
 }
 
 /// A write transaction: nothing it does is visible, or kept, until it commits.

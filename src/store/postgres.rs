@@ -15,8 +15,9 @@
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
 use super::{
-    redact_url, ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory, OpenOptions,
-    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
+    redact_url, ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory,
+    NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store, StoreError,
+    WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -26,6 +27,8 @@ use postgres::types::{Json, ToSql, Type};
 use postgres::{Client, Config, IsolationLevel, Row, Transaction};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::str::FromStr;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -56,6 +59,9 @@ pub fn describe(e: &postgres::Error) -> String {
 /// A golden dataset in a PostgreSQL schema.
 pub struct PostgresStore {
     client: Client,
+    /// Connection parameters, for the native tools (handed over in `PG*` variables, never on a
+    /// command line).
+    config: Config,
     location: String,
     names: Names,
     wait_for_lock: bool,
@@ -181,6 +187,7 @@ impl PostgresStore {
         let connector = native_tls::TlsConnector::new()
             .map_err(|e| StoreError::Schema(format!("TLS set-up failed: {e}")))?;
         let client = config
+            .clone()
             .connect(postgres_native_tls::MakeTlsConnector::new(connector))
             .map_err(|e| {
                 StoreError::Schema(format!(
@@ -191,6 +198,7 @@ impl PostgresStore {
             })?;
         let mut store = PostgresStore {
             client,
+            config,
             location: format!("{} (schema {})", redact_url(url), options.schema),
             names: Names::new(&options.schema),
             wait_for_lock: options.wait_for_lock,
@@ -288,6 +296,83 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Finds a client tool (in `tools.pg_bin` or on `PATH`) and refuses one older than the server.
+    fn tool(&mut self, tools: &NativeTools, name: &str) -> Result<Tool> {
+        let path = match &tools.pg_bin {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        };
+        let out = Command::new(&path).arg("--version").output().map_err(|e| {
+            StoreError::Schema(format!(
+                "cannot run {}: {e} (install the PostgreSQL client tools or pass --pg-bin DIR)",
+                path.display()
+            ))
+        })?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let server: String = self
+            .client
+            .query_one("SHOW server_version_num", &[])?
+            .get(0);
+        let (tool_major, server_major) = (major(&version), major(&server));
+        if let (Some(t), Some(s)) = (tool_major, server_major) {
+            if t < s {
+                return Err(StoreError::Refused(format!(
+                    "{} is {version}, older than the PostgreSQL {s} server; use the client tools of version {s} or newer (--pg-bin DIR)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Tool { path, version })
+    }
+
+    /// A command for a client tool, connected through `PG*` variables (the password never
+    /// appears on a command line).
+    fn command(&self, tool: &Path) -> Command {
+        let c = &self.config;
+        let mut cmd = Command::new(tool);
+        for var in [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGSSLMODE",
+            "PGSERVICE",
+            "PGOPTIONS",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some(host) = c.get_hosts().first() {
+            match host {
+                postgres::config::Host::Tcp(h) => cmd.env("PGHOST", h),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(p) => cmd.env("PGHOST", p),
+            };
+        }
+        if let Some(port) = c.get_ports().first() {
+            cmd.env("PGPORT", port.to_string());
+        }
+        if let Some(user) = c.get_user() {
+            cmd.env("PGUSER", user);
+        }
+        if let Some(password) = c.get_password() {
+            cmd.env("PGPASSWORD", String::from_utf8_lossy(password).into_owned());
+        }
+        if let Some(db) = c.get_dbname() {
+            cmd.env("PGDATABASE", db);
+        }
+        cmd.env(
+            "PGSSLMODE",
+            match c.get_ssl_mode() {
+                SslMode::Disable => "disable",
+                SslMode::Require => "require",
+                _ => "prefer",
+            },
+        );
+        cmd.env("PGAPPNAME", "goldset");
+        cmd
+    }
+
     /// Who holds this schema's restore lock, for the message.
     fn lock_holder(&mut self) -> Result<String> {
         let key = self.names.lock_key;
@@ -312,6 +397,38 @@ impl PostgresStore {
             None => "another session".into(),
         })
     }
+}
+
+/// A PostgreSQL client tool and the version it reports.
+struct Tool {
+    path: PathBuf,
+    version: String,
+}
+
+/// The major version in `pg_dump (PostgreSQL) 18.3` or in a `server_version_num` like 180003.
+fn major(version: &str) -> Option<u32> {
+    let number = version
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let digits: String = number.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: u32 = digits.parse().ok()?;
+    Some(if n >= 100_000 { n / 10_000 } else { n })
+}
+
+/// Runs a native tool, turning a failure into an error with its message.
+fn run_tool(cmd: &mut Command, name: &str) -> Result<()> {
+    let out = cmd.output().map_err(|e| {
+        StoreError::Refused(format!(
+            "cannot run {name}: {e} (install the PostgreSQL client tools or pass --pg-bin)"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(StoreError::Refused(format!(
+            "{name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// PostgreSQL migrations; entry `i` brings the schema from version `i` to `i + 1`.
@@ -356,6 +473,115 @@ fn postgres_migrations(n: &Names) -> Vec<String> {
 impl Store for PostgresStore {
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot> {
+        let tool = self.tool(tools, "pg_dump")?;
+        let mut cmd = self.command(&tool.path);
+        cmd.arg("--format=custom")
+            .arg("--no-owner")
+            .arg("--no-privileges")
+            .arg("--file")
+            .arg(target);
+        let n = &self.names;
+        for table in [&n.analyses, &n.chunks, &n.artifacts, &n.migrations] {
+            cmd.arg(format!("--table={table}"));
+        }
+        // pg_dump reads the snapshot our transaction exports, so the counts in the manifest are
+        // those of the very rows it dumps, whatever commits meanwhile.
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let exported: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+        let held = inventory(&mut tx, n)?;
+        let models = embedding_models(&mut tx, n)?;
+        let version: i32 = tx
+            .query_one(
+                &format!("SELECT coalesce(max(version), 0) FROM {}", n.migrations),
+                &[],
+            )?
+            .get(0);
+        cmd.arg(format!("--snapshot={exported}"));
+        run_tool(&mut cmd, "pg_dump")?;
+        tx.commit()?;
+        Ok(NativeSnapshot {
+            kind: "postgres-custom".into(),
+            tool: tool.version,
+            schema: Some(n.schema.clone()),
+            schema_version: version as u32,
+            inventory: held,
+            embedding_models: models,
+        })
+    }
+
+    fn native_load(
+        &mut self,
+        source: &Path,
+        snapshot: &NativeSnapshot,
+        replace: bool,
+        tools: &NativeTools,
+    ) -> Result<()> {
+        let tool = self.tool(tools, "pg_restore")?;
+        if let (Some(dumped), Some(restorer)) = (major(&snapshot.tool), major(&tool.version)) {
+            if dumped > restorer {
+                return Err(StoreError::Refused(format!(
+                    "the snapshot was written by {} and is newer than {} ({}); use pg_restore {dumped} or newer (--pg-bin DIR)",
+                    snapshot.tool,
+                    tool.path.display(),
+                    tool.version
+                )));
+            }
+        }
+        if snapshot.schema.as_deref() != Some(self.names.schema.as_str()) {
+            return Err(StoreError::Refused(format!(
+                "the snapshot holds schema {}; load it with --schema {0}",
+                snapshot.schema.as_deref().unwrap_or("?")
+            )));
+        }
+        let held = inventory(&mut self.client, &self.names)?;
+        if !replace && (held.analyses() > 0 || held.chunks > 0) {
+            return Err(StoreError::Refused(format!(
+                "{} already holds {held}; pass --replace to load the snapshot over it",
+                self.location
+            )));
+        }
+        // One restore at a time per schema, goldset's or a load.
+        let key = self.names.lock_key;
+        let locked: bool = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+            .get(0);
+        if !locked {
+            let holder = self.lock_holder()?;
+            return Err(StoreError::Locked(format!(
+                "another restore into schema {} is running: {holder} holds its lock",
+                self.names.schema
+            )));
+        }
+        // The archive recreates goldset's tables (dropping the existing ones first) in one
+        // transaction: a failed load changes nothing.
+        let mut cmd = self.command(&tool.path);
+        cmd.args([
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-privileges",
+            "--clean",
+            "--if-exists",
+        ]);
+        cmd.arg(format!(
+            "--dbname={}",
+            self.config.get_dbname().unwrap_or("postgres")
+        ));
+        cmd.arg(source);
+        let loaded = run_tool(&mut cmd, "pg_restore");
+        let _ = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&key]);
+        loaded
     }
 
     fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>> {
@@ -446,6 +672,28 @@ fn inventory(client: &mut impl postgres::GenericClient, n: &Names) -> Result<Inv
     Ok(inv)
 }
 
+fn embedding_models(
+    client: &mut impl postgres::GenericClient,
+    n: &Names,
+) -> Result<Vec<EmbeddingModel>> {
+    let rows = client.query(
+        &format!(
+            "SELECT coalesce(embedding_model, ''), vector_dims(embedding), count(*) FROM {}
+              WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1",
+            n.chunks
+        ),
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| EmbeddingModel {
+            model: r.get(0),
+            dimension: r.get::<_, i32>(1) as usize,
+            chunks: r.get::<_, i64>(2) as u64,
+        })
+        .collect())
+}
+
 fn micros(t: OffsetDateTime) -> Timestamp {
     Timestamp::from_unix_micros((t.unix_timestamp_nanos() / 1000) as i64)
 }
@@ -518,6 +766,10 @@ impl Paged {
 impl ReadSnapshot for PgSnapshot<'_> {
     fn inventory(&mut self) -> Result<Inventory> {
         inventory(&mut self.tx, self.names)
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        embedding_models(&mut self.tx, self.names)
     }
 
     fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {
@@ -988,22 +1240,7 @@ impl WriteTransaction for PgWrite<'_> {
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
-        let rows = self.client.query(
-            &format!(
-                "SELECT coalesce(embedding_model, ''), vector_dims(embedding), count(*) FROM {}
-                  WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC",
-                self.names.chunks
-            ),
-            &[],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| EmbeddingModel {
-                model: r.get(0),
-                dimension: r.get::<_, i32>(1) as usize,
-                chunks: r.get::<_, i64>(2) as u64,
-            })
-            .collect())
+        embedding_models(self.client, self.names)
     }
 
     fn prepare_embeddings(&mut self, dimension: usize) -> Result<()> {

@@ -12,8 +12,9 @@
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
 use super::{
-    ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory, OpenOptions,
-    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
+    ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot,
+    NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store, StoreError,
+    WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -29,6 +30,36 @@ use uuid::Uuid;
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+}
+
+/// Checks a snapshot file (read-only): SQLite's own integrity check, a schema version this build
+/// knows; and says what it holds.
+pub fn read_snapshot_file(path: &Path) -> Result<NativeSnapshot> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if integrity != "ok" {
+        return Err(StoreError::Corrupt(format!(
+            "{}: integrity check: {integrity}",
+            path.display()
+        )));
+    }
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 || version > schema::SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "{}: schema version {version}; this goldset reads 1..={}",
+            path.display(),
+            schema::SCHEMA_VERSION
+        )));
+    }
+    Ok(NativeSnapshot {
+        kind: "sqlite".into(),
+        tool: format!("SQLite {}", rusqlite::version()),
+        schema: None,
+        schema_version: version,
+        inventory: inventory(&conn)?,
+        embedding_models: embedding_models(&conn)?,
+    })
 }
 
 impl SqliteStore {
@@ -120,6 +151,59 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Ok(Box::new(SqliteWrite { tx }))
     }
+
+    fn native_dump(&mut self, target: &Path, _tools: &NativeTools) -> Result<NativeSnapshot> {
+        // The online backup API copies a consistent state while others may read (and write);
+        // the counts are read from the copy itself.
+        self.conn
+            .backup(rusqlite::DatabaseName::Main, target, None)?;
+        read_snapshot_file(target)
+    }
+
+    fn native_load(
+        &mut self,
+        source: &Path,
+        _snapshot: &NativeSnapshot,
+        replace: bool,
+        _tools: &NativeTools,
+    ) -> Result<()> {
+        read_snapshot_file(source)?;
+        let held = inventory(&self.conn)?;
+        if !replace && (held.analyses() > 0 || held.chunks > 0) {
+            return Err(StoreError::Refused(format!(
+                "{} already holds {held}; pass --replace to swap it for the snapshot",
+                self.path.display()
+            )));
+        }
+        // Copy next to the database, then swap with one rename while holding the write lock, so
+        // that no writer is half-way and no journal of the old file is left to apply to the new.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let io =
+            |e: std::io::Error| StoreError::Schema(format!("loading {}: {e}", source.display()));
+        let temp = tempfile::Builder::new()
+            .prefix(".goldset-load-")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        std::fs::copy(source, temp.path()).map_err(io)?;
+        temp.as_file().sync_all().map_err(io)?;
+        self.conn.execute_batch("BEGIN EXCLUSIVE")?;
+        let swapped = temp.persist(&self.path).map_err(|e| io(e.error));
+        let _ = self.conn.execute_batch("ROLLBACK");
+        swapped?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        // Reopen on the new file (migrating it if it is older).
+        let options = OpenOptions {
+            create: false,
+            ..Default::default()
+        };
+        *self = SqliteStore::open(&self.path.clone(), &options)?;
+        Ok(())
+    }
 }
 
 struct SqliteSnapshot<'c> {
@@ -159,6 +243,21 @@ fn inventory(conn: &Connection) -> Result<Inventory> {
         r.get::<_, i64>(0)
     })? as u64;
     Ok(inv)
+}
+
+fn embedding_models(conn: &Connection) -> Result<Vec<EmbeddingModel>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT embedding_model, length(embedding) / 4, count(*) FROM {CHUNKS}
+         WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1"
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(EmbeddingModel {
+            model: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+            dimension: r.get::<_, i64>(1)? as usize,
+            chunks: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn uuid_at(row: &Row, i: usize) -> Result<Uuid> {
@@ -215,6 +314,10 @@ fn artifact_from_row(row: &Row) -> Result<(String, Artifact)> {
 impl ReadSnapshot for SqliteSnapshot<'_> {
     fn inventory(&mut self) -> Result<Inventory> {
         inventory(&self.tx)
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        embedding_models(&self.tx)
     }
 
     fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {
@@ -476,18 +579,7 @@ impl WriteTransaction for SqliteWrite<'_> {
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
-        let mut stmt = self.tx.prepare(&format!(
-            "SELECT embedding_model, length(embedding) / 4, count(*) FROM {CHUNKS}
-             WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC"
-        ))?;
-        let rows = stmt.query_map([], |r| {
-            Ok(EmbeddingModel {
-                model: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                dimension: r.get::<_, i64>(1)? as usize,
-                chunks: r.get::<_, i64>(2)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        embedding_models(&self.tx)
     }
 
     fn prepare_embeddings(&mut self, _dimension: usize) -> Result<()> {

@@ -90,6 +90,52 @@ impl Workspace {
         }
     }
 
+    /// The rows of a query as text, one string per row (columns joined with `|`).
+    pub fn rows(&self, sqlite_query: &str, postgres_query: &str) -> Vec<String> {
+        match self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(self.path("golden.db")).unwrap();
+                let mut stmt = conn.prepare(sqlite_query).unwrap();
+                let n = stmt.column_count();
+                stmt.query_map([], |r| {
+                    Ok((0..n)
+                        .map(|i| r.get::<_, Option<String>>(i).unwrap().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+            }
+            Backend::Postgres => {
+                let mut client =
+                    postgres::Client::connect(&self.database_url, postgres::NoTls).unwrap();
+                client
+                    .batch_execute(&format!("SET search_path = {}, public", self.schema))
+                    .unwrap();
+                client
+                    .query(postgres_query, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every chunk's embedding, exactly (hex of the SQLite BLOB, pgvector's text form).
+    pub fn embeddings(&self) -> Vec<String> {
+        self.rows(
+            "SELECT id, hex(embedding), embedding_model FROM chunks ORDER BY id",
+            "SELECT id::text, embedding::text, embedding_model FROM chunks ORDER BY id",
+        )
+    }
+
     /// Runs SQL against the workspace's database (its schema first on the search path).
     pub fn sql(&self, statements: &str) {
         match self.backend {
