@@ -7,8 +7,9 @@ use crate::format::writer::BackupWriter;
 use crate::model::Counts;
 use crate::timestamp::Timestamp;
 use serde::Serialize;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// One commit that touched the backup file.
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +131,21 @@ fn version<'s>(dir: &Path, commit: Option<&str>, path: &str) -> Result<Side<'s>,
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| OpError::Refused(format!("cannot run git: {e}")))?;
-    let stdout = child.stdout.expect("piped");
-    Ok(Side::Stream(spec, Box::new(stdout)))
+    Ok(Side::Stream(spec, Box::new(GitBlob(child))))
+}
+
+/// The output of a running `git show`; reaped when dropped.
+struct GitBlob(Child);
+
+impl Read for GitBlob {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.stdout.as_mut().expect("piped").read(buf)
+    }
+}
+
+impl Drop for GitBlob {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -641,10 +641,31 @@ struct PgSnapshot<'c> {
 }
 
 /// `WHERE a.status = ANY($1)` (or nothing) and its parameter.
-fn status_clause(filter: &StatusFilter) -> (&'static str, Vec<String>) {
-    match filter {
-        StatusFilter::All => ("", Vec::new()),
-        StatusFilter::Only(list) => ("WHERE a.status = ANY($1)", list.clone()),
+struct StatusClause {
+    sql: &'static str,
+    statuses: Vec<String>,
+}
+
+impl StatusClause {
+    fn new(filter: &StatusFilter) -> Self {
+        match filter {
+            StatusFilter::All => StatusClause {
+                sql: "",
+                statuses: Vec::new(),
+            },
+            StatusFilter::Only(list) => StatusClause {
+                sql: "WHERE a.status = ANY($1)",
+                statuses: list.clone(),
+            },
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        if self.sql.is_empty() {
+            Vec::new()
+        } else {
+            vec![&self.statuses]
+        }
     }
 }
 
@@ -774,7 +795,8 @@ impl ReadSnapshot for PgSnapshot<'_> {
 
     fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {
         let n = self.names;
-        let (clause, statuses) = status_clause(filter);
+        let status = StatusClause::new(filter);
+        let clause = status.sql;
         let sql = format!(
             "SELECT (SELECT count(*) FROM {a} a {clause}),
                     (SELECT count(*) FROM {a} a JOIN {c} c ON c.analysis_id = a.id {clause}),
@@ -783,12 +805,7 @@ impl ReadSnapshot for PgSnapshot<'_> {
             c = n.chunks,
             r = n.artifacts
         );
-        let params: Vec<&(dyn ToSql + Sync)> = if clause.is_empty() {
-            vec![]
-        } else {
-            vec![&statuses]
-        };
-        let row = self.tx.query_one(&sql, &params)?;
+        let row = self.tx.query_one(&sql, &status.params())?;
         Ok(Counts {
             total_analyses: row.get::<_, i64>(0) as u64,
             total_chunks: row.get::<_, i64>(1) as u64,
@@ -802,12 +819,8 @@ impl ReadSnapshot for PgSnapshot<'_> {
         visit: &mut dyn FnMut(Analysis) -> Result<()>,
     ) -> Result<()> {
         let n = self.names;
-        let (clause, statuses) = status_clause(filter);
-        let params: Vec<&(dyn ToSql + Sync)> = if clause.is_empty() {
-            vec![]
-        } else {
-            vec![&statuses]
-        };
+        let status = StatusClause::new(filter);
+        let (clause, params) = (status.sql, status.params());
         let order = "ORDER BY a.created_at, a.id";
         let mut bind = |sql: String| -> Result<Paged> {
             Ok(Paged {
