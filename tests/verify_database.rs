@@ -279,3 +279,26 @@ fn url_deny_list_is_configurable() {
         ]);
     }
 }
+
+#[test]
+fn an_empty_backup_does_not_cover_up_a_full_database() {
+    for backend in backends() {
+        eprintln!("backend: {backend:?}");
+        let ws = prepared(backend);
+        ws.ok(&[
+            "backup",
+            "-q",
+            "--status",
+            "archived",
+            "--allow-empty",
+            "--file",
+            "empty.json",
+        ]);
+        let out = ws.run(&["verify", "--file", "empty.json", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1));
+        let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(check(&r, "db_extra")["problems"], 20, "{r}");
+        // Verified against what it covers, it passes.
+        ws.ok(&["verify", "--file", "empty.json", "--status", "archived"]);
+    }
+}

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 #[command(name = "goldset", version, propagate_version = true)]
 pub struct Cli {
     /// Where the dataset lives: sqlite:PATH or postgres://USER@HOST:PORT/DB (PG* variables
-    /// fill what the URL leaves out; prefer PGPASSWORD or ~/.pgpass to a password in the URL).
+    /// fill what the URL leaves out; prefer PGPASSWORD to a password in the URL).
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -235,6 +235,9 @@ struct VerifyArgs {
     /// Check the file alone, not the database.
     #[arg(long)]
     file_only: bool,
+    /// Statuses the backup covers (as given to backup --status); `all` for every analysis.
+    #[arg(long, value_delimiter = ',', default_value = "completed")]
+    status: Vec<String>,
     /// Check a native snapshot against its manifest instead of a JSON backup.
     #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["file_only", "metadata_file"])]
     snapshot: Option<PathBuf>,
@@ -481,6 +484,7 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
                 file: args.file.clone(),
                 metadata_file: args.metadata_file.clone(),
                 url_policy: args.urls.policy(),
+                filter: status_filter(&args.status),
             };
             let verification = if args.file_only {
                 verify(None, &options, &bar)?

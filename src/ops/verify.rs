@@ -27,6 +27,9 @@ pub struct VerifyOptions {
     pub metadata_file: Option<PathBuf>,
     /// URL contract.
     pub url_policy: UrlPolicy,
+    /// The statuses the backup covers (as given to `backup --status`); statuses found in the
+    /// file count as covered too.
+    pub filter: StatusFilter,
 }
 
 /// The outcome of `verify`.
@@ -116,7 +119,14 @@ pub fn verify(
     };
 
     if let Some((store, embedder)) = database {
-        check_database(store, embedder, &mut report, digests, &statuses)?;
+        check_database(
+            store,
+            embedder,
+            &mut report,
+            digests,
+            &options.filter,
+            &statuses,
+        )?;
     }
     Ok(Verification {
         file: path.clone(),
@@ -131,7 +141,8 @@ fn check_database(
     embedder: &dyn Embedder,
     report: &mut Report,
     mut expected: HashMap<Uuid, ContentDigest>,
-    covered: &BTreeSet<String>,
+    filter: &StatusFilter,
+    in_file: &BTreeSet<String>,
 ) -> Result<(), OpError> {
     let location = store.location();
     let mut snapshot = store.snapshot()?;
@@ -149,7 +160,7 @@ fn check_database(
                     a.id
                 ),
             ),
-            None if covered.contains(&a.status) => report.fail(
+            None if filter.matches(&a.status) || in_file.contains(&a.status) => report.fail(
                 Check::DbExtra,
                 format!(
                     "analysis {} ({}) is in the database but not in the backup",
