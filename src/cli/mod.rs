@@ -78,6 +78,9 @@ enum Command {
     Dump(DumpArgs),
     /// Load a native snapshot (all or nothing) after checking it against its manifest.
     Load(LoadArgs),
+    /// Print each TEXT's embedding as a JSON array, one per line (no TEXT: JSON strings, one per
+    /// line, from stdin).
+    Embed(EmbedArgs),
     /// Show what changed between two backups, or a backup and the database (`db:`).
     Diff(DiffArgs),
     /// The history of a backup file tracked in git: counts and changes per commit.
@@ -85,6 +88,12 @@ enum Command {
     /// Write a synthetic dataset as a backup file (for benchmarks and trials).
     #[command(hide = true)]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct EmbedArgs {
+    /// Texts to embed.
+    texts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -459,6 +468,42 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
             let report = verify_snapshot(file, &args.tools.tools())?;
             out.snapshot_report(file, &report);
             Ok(if report.has_errors() { 1 } else { 0 })
+        }
+        Command::Embed(args) => {
+            let embedder = embedder(cli)?;
+            let texts: Vec<String> = if args.texts.is_empty() {
+                let mut texts = Vec::new();
+                for (i, line) in std::io::stdin().lines().enumerate() {
+                    let line = line.map_err(OpError::io("stdin"))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let text: String = serde_json::from_str(&line).map_err(|e| {
+                        OpError::Refused(format!(
+                            "stdin:{}: expected a JSON string per line: {e}",
+                            i + 1
+                        ))
+                    })?;
+                    texts.push(text);
+                }
+                texts
+            } else {
+                args.texts.clone()
+            };
+            let mut stdout = std::io::stdout().lock();
+            for group in texts.chunks(embedder.preferred_batch_size().max(1)) {
+                let refs: Vec<&str> = group.iter().map(String::as_str).collect();
+                for v in embedder.embed(&refs)? {
+                    use std::io::Write;
+                    writeln!(
+                        stdout,
+                        "{}",
+                        serde_json::to_string(&v).expect("floats serialize")
+                    )
+                    .map_err(OpError::io("stdout"))?;
+                }
+            }
+            Ok(0)
         }
         Command::Dump(args) => {
             let mut store = open_store(cli, false)?;

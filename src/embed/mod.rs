@@ -2,10 +2,13 @@
 //!
 //! A spec string picks one (`--embedder`, `GOLDSET_EMBEDDER`):
 //! * `hash` or `hash:DIM` — [`HashEmbedder`], deterministic feature hashing, offline.
+//! * `local:PATH_OR_ID` — [`LocalEmbedder`], a sentence-transformers model on the CPU (candle).
 
 mod hash;
+pub mod local;
 
 pub use hash::HashEmbedder;
+pub use local::LocalEmbedder;
 
 /// Why an embedder could not be built or could not embed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,14 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Embedder>, EmbedError> {
             };
             Ok(Box::new(HashEmbedder::new(dimension)))
         }
-        _ => Err(invalid("known embedders: hash, hash:DIM")),
+        "local" => {
+            let target = arg
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| invalid("local needs a model directory or id: local:PATH_OR_ID"))?;
+            let dir = local::locate(target)?;
+            Ok(Box::new(LocalEmbedder::load(&dir, target)?))
+        }
+        _ => Err(invalid("known embedders: hash, hash:DIM, local:PATH_OR_ID")),
     }
 }
 
