@@ -373,6 +373,32 @@ impl PostgresStore {
         cmd
     }
 
+    /// Takes this schema's session-level restore lock: waits for it (saying who holds it) or,
+    /// without `wait_for_lock`, fails at once naming the holder.
+    fn acquire_restore_lock(&mut self) -> Result<()> {
+        let key = self.names.lock_key;
+        let locked: bool = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+            .get(0);
+        if !locked {
+            let holder = self.lock_holder()?;
+            if !self.wait_for_lock {
+                return Err(StoreError::Locked(format!(
+                    "another restore into schema {} is running: {holder} holds its lock (retry later, or use --wait)",
+                    self.names.schema
+                )));
+            }
+            tracing::warn!(
+                "waiting for another restore into schema {}: {holder}",
+                self.names.schema
+            );
+            self.client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])?;
+        }
+        Ok(())
+    }
+
     /// Who holds this schema's restore lock, for the message.
     fn lock_holder(&mut self) -> Result<String> {
         let key = self.names.lock_key;
@@ -549,18 +575,8 @@ impl Store for PostgresStore {
             )));
         }
         // One restore at a time per schema, goldset's or a load.
+        self.acquire_restore_lock()?;
         let key = self.names.lock_key;
-        let locked: bool = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
-            .get(0);
-        if !locked {
-            let holder = self.lock_holder()?;
-            return Err(StoreError::Locked(format!(
-                "another restore into schema {} is running: {holder} holds its lock",
-                self.names.schema
-            )));
-        }
         // The archive recreates goldset's tables (dropping the existing ones first) in one
         // transaction: a failed load changes nothing.
         let mut cmd = self.command(&tool.path);
@@ -598,26 +614,8 @@ impl Store for PostgresStore {
     }
 
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        self.acquire_restore_lock()?;
         let key = self.names.lock_key;
-        let locked: bool = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
-            .get(0);
-        if !locked {
-            let holder = self.lock_holder()?;
-            if !self.wait_for_lock {
-                return Err(StoreError::Locked(format!(
-                    "another restore into schema {} is running: {holder} holds its lock (retry later, or use --wait)",
-                    self.names.schema
-                )));
-            }
-            tracing::warn!(
-                "waiting for another restore into schema {}: {holder}",
-                self.names.schema
-            );
-            self.client
-                .execute("SELECT pg_advisory_lock($1)", &[&key])?;
-        }
         let started = self.client.batch_execute("BEGIN");
         if let Err(e) = started {
             let _ = self
