@@ -60,16 +60,7 @@ fn restore_killed_half_way_leaves_the_previous_data() {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         let before = ws.fingerprint();
-        ws.ok(&[
-            "generate",
-            "-q",
-            "--file",
-            "big.json",
-            "--analyses",
-            "3000",
-            "--chunks-per-analysis",
-            "10",
-        ]);
+        ws.generate("big.json", 3000);
 
         let db = ws.path("golden.db");
         let journal = ws.path("golden.db-journal");
@@ -103,16 +94,7 @@ fn backup_killed_half_way_keeps_the_previous_file() {
         let file = ws.path("data/golden_dataset_backup.json");
         let previous = std::fs::read(&file).unwrap();
 
-        ws.ok(&[
-            "generate",
-            "-q",
-            "--file",
-            "big.json",
-            "--analyses",
-            "3000",
-            "--chunks-per-analysis",
-            "10",
-        ]);
+        ws.generate("big.json", 3000);
         ws.ok(&["restore", "--replace", "-q", "--file", "big.json"]);
         let temp_size = || -> u64 {
             std::fs::read_dir(ws.path("data"))

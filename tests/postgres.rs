@@ -193,16 +193,7 @@ fn schemas_keep_datasets_apart() {
 #[test]
 fn writers_committing_during_a_backup_never_break_its_consistency() {
     let Some(ws) = pg() else { return };
-    ws.ok(&[
-        "generate",
-        "-q",
-        "--file",
-        "big.json",
-        "--analyses",
-        "1500",
-        "--chunks-per-analysis",
-        "10",
-    ]);
+    ws.generate("big.json", 1500);
     ws.load(&ws.path("big.json"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {

@@ -181,7 +181,14 @@ pub fn load(
             manifest.snapshot.kind
         )));
     }
-    store.native_load(file, &manifest.snapshot, replace, tools)?;
+    let held = store.snapshot()?.inventory()?;
+    if !replace && (held.analyses() > 0 || held.chunks > 0) {
+        return Err(OpError::Refused(format!(
+            "{} already holds {held}; pass --replace to load the snapshot over it",
+            store.location()
+        )));
+    }
+    store.native_load(file, &manifest.snapshot, tools)?;
     let after = store.snapshot()?.inventory()?;
     if after != manifest.snapshot.inventory {
         return Err(OpError::Refused(format!(

@@ -190,13 +190,12 @@ pub trait Store: Send {
     /// Writes a native snapshot (schema, data and embeddings) to `target`, with the database's
     /// own tools: SQLite's online backup API, or `pg_dump --format=custom`.
     fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot>;
-    /// Loads a native snapshot written by [`Store::native_dump`], all or nothing. Refuses to
-    /// overwrite goldset tables that exist unless `replace`.
+    /// Loads a native snapshot written by [`Store::native_dump`], all or nothing, over whatever
+    /// goldset tables exist (the caller has checked that `replace` allows it).
     fn native_load(
         &mut self,
         source: &Path,
         snapshot: &NativeSnapshot,
-        replace: bool,
         tools: &NativeTools,
     ) -> Result<()>;
 }

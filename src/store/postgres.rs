@@ -547,7 +547,6 @@ impl Store for PostgresStore {
         &mut self,
         source: &Path,
         snapshot: &NativeSnapshot,
-        replace: bool,
         tools: &NativeTools,
     ) -> Result<()> {
         let tool = self.tool(tools, "pg_restore")?;
@@ -565,13 +564,6 @@ impl Store for PostgresStore {
             return Err(StoreError::Refused(format!(
                 "the snapshot holds schema {}; load it with --schema {0}",
                 snapshot.schema.as_deref().unwrap_or("?")
-            )));
-        }
-        let held = inventory(&mut self.client, &self.names)?;
-        if !replace && (held.analyses() > 0 || held.chunks > 0) {
-            return Err(StoreError::Refused(format!(
-                "{} already holds {held}; pass --replace to load the snapshot over it",
-                self.location
             )));
         }
         // One restore at a time per schema, goldset's or a load.

@@ -164,17 +164,9 @@ impl Store for SqliteStore {
         &mut self,
         source: &Path,
         _snapshot: &NativeSnapshot,
-        replace: bool,
         _tools: &NativeTools,
     ) -> Result<()> {
         read_snapshot_file(source)?;
-        let held = inventory(&self.conn)?;
-        if !replace && (held.analyses() > 0 || held.chunks > 0) {
-            return Err(StoreError::Refused(format!(
-                "{} already holds {held}; pass --replace to swap it for the snapshot",
-                self.path.display()
-            )));
-        }
         // Copy next to the database, then swap with one rename while holding the write lock, so
         // that no writer is half-way and no journal of the old file is left to apply to the new.
         let dir = match self.path.parent() {

@@ -187,6 +187,21 @@ impl Workspace {
         String::from_utf8(out.stdout).expect("UTF-8 output")
     }
 
+    /// Writes a generated dataset of `analyses` × 10 chunks to `name` in the workspace.
+    pub fn generate(&self, name: &str, analyses: u32) {
+        let n = analyses.to_string();
+        self.ok(&[
+            "generate",
+            "-q",
+            "--file",
+            name,
+            "--analyses",
+            &n,
+            "--chunks-per-analysis",
+            "10",
+        ]);
+    }
+
     /// Restores `file` with `--replace`.
     pub fn load(&self, file: &Path) {
         self.ok(&[
