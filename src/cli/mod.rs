@@ -337,7 +337,7 @@ fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
 }
 
 fn embedder(cli: &Cli) -> Result<Box<dyn Embedder>, OpError> {
-    Ok(embed::from_spec(&cli.embedder)?)
+    Ok(embed::from_spec(&cli.embedder, &embed::EmbedderSettings::default())?)
 }
 
 fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {

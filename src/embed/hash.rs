@@ -93,6 +93,10 @@ impl Embedder for HashEmbedder {
     fn preferred_batch_size(&self) -> usize {
         1024
     }
+
+    fn worth_caching(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

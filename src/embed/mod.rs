@@ -38,13 +38,28 @@ pub trait Embedder: Send + Sync {
     fn preferred_batch_size(&self) -> usize {
         64
     }
+    /// Whether a vector costs more to compute than to look up in the database's embedding
+    /// cache (true for real models; false for `hash`, which is cheaper than the lookup).
+    fn worth_caching(&self) -> bool {
+        true
+    }
+}
+
+/// What embedders beyond `hash` need to know, from flags and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedderSettings {
+    /// Base URL of an OpenAI-compatible API (`--openai-base-url`, `OPENAI_BASE_URL`).
+    pub openai_base_url: Option<String>,
+    /// API key for it (`OPENAI_API_KEY`); never printed or logged.
+    pub openai_api_key: Option<String>,
 }
 
 /// The embedder used when none is configured.
 pub const DEFAULT_SPEC: &str = "hash";
 
 /// Builds the embedder a spec names.
-pub fn from_spec(spec: &str) -> Result<Box<dyn Embedder>, EmbedError> {
+pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embedder>, EmbedError> {
+    let _ = settings;
     let (kind, arg) = match spec.split_once(':') {
         Some((k, a)) => (k, Some(a)),
         None => (spec, None),
@@ -82,10 +97,10 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(from_spec("hash").unwrap().dimension(), 384);
-        assert_eq!(from_spec("hash:1024").unwrap().dimension(), 1024);
-        assert!(from_spec("hash:0").is_err());
-        assert!(from_spec("hash:x").is_err());
-        assert!(from_spec("bogus").is_err());
+        assert_eq!(from_spec("hash", &EmbedderSettings::default()).unwrap().dimension(), 384);
+        assert_eq!(from_spec("hash:1024", &EmbedderSettings::default()).unwrap().dimension(), 1024);
+        assert!(from_spec("hash:0", &EmbedderSettings::default()).is_err());
+        assert!(from_spec("hash:x", &EmbedderSettings::default()).is_err());
+        assert!(from_spec("bogus", &EmbedderSettings::default()).is_err());
     }
 }
