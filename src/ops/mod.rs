@@ -5,7 +5,9 @@
 pub mod atomic;
 pub mod backup;
 pub mod diff;
+pub mod embedding;
 pub mod history;
+pub mod reembed;
 pub mod restore;
 pub mod snapshot;
 pub mod verify;
@@ -32,6 +34,8 @@ pub enum Unit {
     Bytes,
     /// Records.
     Records,
+    /// Chunks (shown with a rate, chunks/s).
+    Chunks,
 }
 
 /// Progress that goes nowhere.

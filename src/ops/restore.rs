@@ -2,6 +2,7 @@
 //! chunk; commit only when the whole file is valid and nothing conflicts. Any error — or a kill —
 //! before the commit leaves the database as it was.
 
+use super::embedding::{self, Lookup};
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
 use crate::format::reader::Header;
@@ -15,6 +16,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -49,6 +51,9 @@ pub struct RestoreOptions {
     pub url_policy: UrlPolicy,
     /// Chunks handled (embedded, checked, inserted) together.
     pub batch_chunks: usize,
+    /// Take vectors from the embedding cache where it has them (`--no-cache`: false; fresh
+    /// vectors are cached either way).
+    pub use_cache: bool,
 }
 
 /// What a restore did (or, with `dry_run`, would do).
@@ -70,8 +75,10 @@ pub struct RestoreSummary {
     pub removed: Option<Inventory>,
     /// What the database holds afterwards.
     pub after: Inventory,
-    /// Chunks embedded, and by which model.
+    /// Chunks the model embedded.
     pub embedded: u64,
+    /// Chunks whose vector came from the embedding cache.
+    pub from_cache: u64,
     /// The model id.
     pub model: String,
     /// True when nothing was written.
@@ -115,21 +122,27 @@ pub fn restore(
     check_embedding_model(&mut *tx, embedder)?;
 
     progress.start("restore", bytes, Unit::Bytes);
+    let counting_chunks = AtomicBool::new(false);
     let mut writer = Writer {
         tx: &mut *tx,
         options,
-        model: embedder.model_id(),
+        embedder,
+        progress,
+        counting_chunks: &counting_chunks,
         restored: Counts::default(),
         skipped: Counts::default(),
         updated: 0,
         embedded: 0,
+        from_cache: 0,
         conflicts: 0,
         conflict_examples: Vec::new(),
     };
     let (validator, read, written) = std::thread::scope(|scope| {
         let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Analysis>>(1);
-        let reader = scope.spawn(move || read_batches(file, options, batch_tx, progress));
-        let (embed_tx, embed_rx) = mpsc::channel::<Vec<Analysis>>();
+        let counting_chunks = &counting_chunks;
+        let reader =
+            scope.spawn(move || read_batches(file, options, batch_tx, progress, counting_chunks));
+        let (embed_tx, embed_rx) = mpsc::channel::<ToEmbed>();
         let (done_tx, done_rx) = mpsc::channel::<Result<Embedded, OpError>>();
         let dry_run = options.dry_run;
         scope.spawn(move || {
@@ -185,11 +198,12 @@ pub fn restore(
             examples: writer.conflict_examples,
         });
     }
-    let (restored, skipped, updated, embedded) = (
+    let (restored, skipped, updated, embedded, from_cache) = (
         writer.restored,
         writer.skipped,
         writer.updated,
         writer.embedded,
+        writer.from_cache,
     );
     let after = tx.inventory()?;
     if !options.dry_run {
@@ -205,6 +219,7 @@ pub fn restore(
         removed,
         after,
         embedded,
+        from_cache,
         model: embedder.model_id().to_owned(),
         dry_run: options.dry_run,
         elapsed: started.elapsed(),
@@ -267,14 +282,23 @@ fn read_batches<'o>(
     options: &'o RestoreOptions,
     batches: SyncSender<Vec<Analysis>>,
     progress: &dyn Progress,
+    counting_chunks: &AtomicBool,
 ) -> (Validator<'o>, Result<Header, ReadError<Hangup>>) {
     let mut validator = Validator::new(options.file.display().to_string(), &options.url_policy);
     let mut batch = Vec::new();
     let mut batch_chunks = 0;
     let limit = options.batch_chunks.max(1);
     let read = read_backup(BufReader::with_capacity(1 << 16, file), |item| {
-        if let Item::Analysis(_, at) = &item {
-            progress.set(at.offset);
+        match &item {
+            // The file says how many chunks come: count those (the writer reports them).
+            Item::Metadata(counts) if counts.total_chunks > 0 => {
+                progress.start("restore", counts.total_chunks, Unit::Chunks);
+                counting_chunks.store(true, Ordering::Relaxed);
+            }
+            Item::Analysis(_, at) if !counting_chunks.load(Ordering::Relaxed) => {
+                progress.set(at.offset)
+            }
+            _ => {}
         }
         let valid = validator.item(item);
         if validator.has_errors() {
@@ -301,48 +325,50 @@ fn read_batches<'o>(
     (validator, read)
 }
 
+/// A batch on its way to the embedding stage, with what the cache knows of its chunks.
+struct ToEmbed {
+    analyses: Vec<Analysis>,
+    lookup: Lookup,
+}
+
 /// A batch with one vector per chunk, in order (none in a dry run).
 struct Embedded {
     analyses: Vec<Analysis>,
+    lookup: Lookup,
     vectors: Vec<Vec<f32>>,
+    /// Positions of the vectors that the model computed (the rest came from the cache).
+    fresh: Vec<usize>,
 }
 
-/// Embedding stage: embeds every chunk of the batch, in model batches of texts of similar
-/// length (padding is what a neural model wastes time on).
+fn chunk_texts(analyses: &[Analysis]) -> Vec<&str> {
+    analyses
+        .iter()
+        .flat_map(|a| a.chunks.iter().map(|c| c.content.as_str()))
+        .collect()
+}
+
+/// Embedding stage: runs the model on every chunk the cache did not have.
 fn embed_batch(
     embedder: &dyn Embedder,
-    analyses: Vec<Analysis>,
+    mut batch: ToEmbed,
     dry_run: bool,
 ) -> Result<Embedded, OpError> {
     if dry_run {
         return Ok(Embedded {
-            analyses,
+            analyses: batch.analyses,
+            lookup: Lookup::default(),
             vectors: Vec::new(),
+            fresh: Vec::new(),
         });
     }
-    let texts: Vec<&str> = analyses
-        .iter()
-        .flat_map(|a| a.chunks.iter().map(|c| c.content.as_str()))
-        .collect();
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| texts[i].len());
-    let mut vectors = vec![Vec::new(); texts.len()];
-    let dimension = embedder.dimension();
-    for group in order.chunks(embedder.preferred_batch_size().max(1)) {
-        let input: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
-        let output = embedder.embed(&input)?;
-        if output.len() != input.len() || output.iter().any(|v| v.len() != dimension) {
-            return Err(OpError::Refused(format!(
-                "embedder {} returned vectors of the wrong number or dimension (expected {} of {dimension})",
-                embedder.model_id(),
-                input.len()
-            )));
-        }
-        for (&i, v) in group.iter().zip(output) {
-            vectors[i] = v;
-        }
-    }
-    Ok(Embedded { analyses, vectors })
+    let cached = std::mem::take(&mut batch.lookup.cached);
+    let (vectors, fresh) = embedding::complete(embedder, &chunk_texts(&batch.analyses), cached)?;
+    Ok(Embedded {
+        analyses: batch.analyses,
+        lookup: batch.lookup,
+        vectors,
+        fresh,
+    })
 }
 
 /// Writer stage: resolves conflicts against the database, hands batches to the embedding
@@ -350,11 +376,15 @@ fn embed_batch(
 struct Writer<'t, 'o> {
     tx: &'t mut dyn WriteTransaction,
     options: &'o RestoreOptions,
-    model: &'o str,
+    embedder: &'o dyn Embedder,
+    progress: &'o dyn Progress,
+    /// Whether progress counts chunks written (the file announced how many) or bytes read.
+    counting_chunks: &'o AtomicBool,
     restored: Counts,
     skipped: Counts,
     updated: u64,
     embedded: u64,
+    from_cache: u64,
     conflicts: u64,
     conflict_examples: Vec<Existing>,
 }
@@ -363,7 +393,7 @@ impl Writer<'_, '_> {
     fn run(
         &mut self,
         batches: Receiver<Vec<Analysis>>,
-        to_embed: Sender<Vec<Analysis>>,
+        to_embed: Sender<ToEmbed>,
         embedded: Receiver<Result<Embedded, OpError>>,
     ) -> Result<(), OpError> {
         let mut in_flight = 0;
@@ -377,7 +407,22 @@ impl Writer<'_, '_> {
             if self.conflicts > 0 || batch.is_empty() {
                 continue;
             }
-            to_embed.send(batch).map_err(|_| embedder_gone())?;
+            let lookup = if self.options.dry_run {
+                Lookup::default()
+            } else {
+                embedding::lookup(
+                    &mut *self.tx,
+                    self.embedder,
+                    &chunk_texts(&batch),
+                    self.options.use_cache,
+                )?
+            };
+            to_embed
+                .send(ToEmbed {
+                    analyses: batch,
+                    lookup,
+                })
+                .map_err(|_| embedder_gone())?;
             in_flight += 1;
             while in_flight > BATCHES_IN_FLIGHT {
                 self.insert(embedded.recv().map_err(|_| embedder_gone())??)?;
@@ -393,12 +438,24 @@ impl Writer<'_, '_> {
 
     fn insert(&mut self, batch: Embedded) -> Result<(), OpError> {
         let embeddings = (!self.options.dry_run).then(|| ChunkEmbeddings {
-            model: self.model,
+            model: self.embedder.model_id(),
             vectors: &batch.vectors,
         });
         self.tx.insert_batch(&batch.analyses, embeddings)?;
+        embedding::remember(
+            &mut *self.tx,
+            self.embedder,
+            &batch.lookup.digests,
+            &batch.vectors,
+            &batch.fresh,
+        )?;
         batch.analyses.iter().for_each(|a| self.restored.add(a));
-        self.embedded += batch.vectors.len() as u64;
+        self.embedded += batch.fresh.len() as u64;
+        self.from_cache += (batch.vectors.len() - batch.fresh.len()) as u64;
+        if self.counting_chunks.load(Ordering::Relaxed) {
+            self.progress
+                .set(self.restored.total_chunks + self.skipped.total_chunks);
+        }
         Ok(())
     }
 

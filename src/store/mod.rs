@@ -129,6 +129,30 @@ pub struct ChunkEmbeddings<'a> {
     pub vectors: &'a [Vec<f32>],
 }
 
+/// SHA-256 of a chunk's text: with the model id, the key of the embedding cache.
+pub type ContentDigest = [u8; 32];
+
+/// A chunk that needs an embedding (see [`WriteTransaction::chunks_needing_embedding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkText {
+    /// The chunk's id.
+    pub id: Uuid,
+    /// Its text.
+    pub content: String,
+}
+
+/// An embedding as stored in BLOB/bytea columns: little-endian `f32`s.
+pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`vector_to_blob`].
+pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// A model whose embeddings a database holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmbeddingModel {
@@ -240,9 +264,31 @@ pub trait WriteTransaction {
     ) -> Result<()>;
     /// The models and dimensions of the embeddings the database holds, with chunk counts.
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
-    /// Prepares storage for vectors of `dimension` (PostgreSQL types the vector column); called
-    /// when no embedding of another dimension remains.
+    /// Prepares storage for vectors of `dimension`. PostgreSQL types the vector column
+    /// `vector(dimension)` when no embedding of another dimension remains, and leaves it untyped
+    /// while both kinds coexist (in the middle of a `reembed`).
     fn prepare_embeddings(&mut self, dimension: usize) -> Result<()>;
+    /// The embedding cache's vectors for `model` and these text digests, in order (`None` where
+    /// nothing of `dimension` values is cached).
+    fn cached_embeddings(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        digests: &[ContentDigest],
+    ) -> Result<Vec<Option<Vec<f32>>>>;
+    /// Adds vectors to the embedding cache, replacing entries of the same key.
+    fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()>;
+    /// Up to `limit` chunks, in id order after `after`, whose embedding is missing or was not
+    /// made by `model` with `dimension` values.
+    fn chunks_needing_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ChunkText>>;
+    /// Replaces the embeddings of these chunks with vectors made by `model`.
+    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()>;
     /// Makes everything durable.
     fn commit(self: Box<Self>) -> Result<()>;
 }

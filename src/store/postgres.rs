@@ -13,11 +13,11 @@
 //!   the libpq variables `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`,
 //!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
 
-use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS};
+use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
-    redact_url, ChunkEmbeddings, EmbeddingHealth, EmbeddingModel, Existing, Inventory,
-    NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store, StoreError,
-    WriteTransaction,
+    blob_to_vector, redact_url, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest,
+    EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot, NativeTools, OpenOptions,
+    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -73,6 +73,7 @@ struct Names {
     analyses: String,
     chunks: String,
     artifacts: String,
+    cache: String,
     migrations: String,
     /// Schema-qualified `vector` type (pgvector may live in another schema than ours).
     vector: String,
@@ -89,6 +90,7 @@ impl Names {
             analyses: q(ANALYSES),
             chunks: q(CHUNKS),
             artifacts: q(ARTIFACTS),
+            cache: q(EMBEDDING_CACHE),
             migrations: q("goldset_migrations"),
             vector: "vector".into(),
             lock_key,
@@ -459,8 +461,9 @@ fn run_tool(cmd: &mut Command, name: &str) -> Result<()> {
 
 /// PostgreSQL migrations; entry `i` brings the schema from version `i` to `i + 1`.
 fn postgres_migrations(n: &Names) -> Vec<String> {
-    vec![format!(
-        "CREATE TABLE {a} (
+    vec![
+        format!(
+            "CREATE TABLE {a} (
              id           uuid PRIMARY KEY,
              url          text NOT NULL,
              content_type text NOT NULL,
@@ -489,11 +492,22 @@ fn postgres_migrations(n: &Names) -> Vec<String> {
              key_findings jsonb NOT NULL,
              metadata     jsonb NOT NULL
          );",
-        a = n.analyses,
-        c = n.chunks,
-        r = n.artifacts,
-        v = n.vector
-    )]
+            a = n.analyses,
+            c = n.chunks,
+            r = n.artifacts,
+            v = n.vector
+        ),
+        // IF NOT EXISTS: loading a version-1 snapshot keeps the cache table it does not hold.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+             model          text NOT NULL,
+             content_sha256 bytea NOT NULL,
+             embedding      bytea NOT NULL,
+             PRIMARY KEY (model, content_sha256)
+         )",
+            n.cache
+        ),
+    ]
 }
 
 impl Store for PostgresStore {
@@ -510,7 +524,13 @@ impl Store for PostgresStore {
             .arg("--file")
             .arg(target);
         let n = &self.names;
-        for table in [&n.analyses, &n.chunks, &n.artifacts, &n.migrations] {
+        for table in [
+            &n.analyses,
+            &n.chunks,
+            &n.artifacts,
+            &n.cache,
+            &n.migrations,
+        ] {
             cmd.arg(format!("--table={table}"));
         }
         // pg_dump reads the snapshot our transaction exports, so the counts in the manifest are
@@ -1255,13 +1275,124 @@ impl WriteTransaction for PgWrite<'_> {
                 &[&n.chunks],
             )?
             .get(0);
-        if typmod != dimension as i32 {
-            // Only reached when no embedding of another dimension is left (see restore).
-            self.client.batch_execute(&format!(
-                "ALTER TABLE {} ALTER COLUMN embedding TYPE {}({dimension})",
-                n.chunks, n.vector
-            ))?;
+        if typmod == dimension as i32 {
+            return Ok(());
         }
+        let others: bool = self
+            .client
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE embedding IS NOT NULL AND vector_dims(embedding) <> $1)",
+                    n.chunks
+                ),
+                &[&(dimension as i32)],
+            )?
+            .get(0);
+        let column_type = if !others {
+            format!("{}({dimension})", n.vector)
+        } else if typmod != -1 {
+            // Vectors of two dimensions coexist until a reembed has replaced them all.
+            n.vector.clone()
+        } else {
+            return Ok(());
+        };
+        self.client.batch_execute(&format!(
+            "ALTER TABLE {} ALTER COLUMN embedding TYPE {column_type}",
+            n.chunks
+        ))?;
+        Ok(())
+    }
+
+    fn cached_embeddings(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        digests: &[ContentDigest],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let keys: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
+        let rows = self.client.query(
+            &format!(
+                "SELECT content_sha256, embedding FROM {} WHERE model = $1 AND content_sha256 = ANY($2)",
+                self.names.cache
+            ),
+            &[&model, &keys],
+        )?;
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(digests
+            .iter()
+            .map(|d| {
+                found
+                    .get(&d[..])
+                    .filter(|b| b.len() == dimension * 4)
+                    .map(|b| blob_to_vector(b))
+            })
+            .collect())
+    }
+
+    fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
+        // ON CONFLICT may touch a row once per statement: one entry per digest.
+        let mut seen = std::collections::HashSet::new();
+        let (keys, blobs): (Vec<&[u8]>, Vec<Vec<u8>>) = entries
+            .iter()
+            .filter(|(d, _)| seen.insert(*d))
+            .map(|(d, v)| (&d[..], vector_to_blob(v)))
+            .unzip();
+        self.client.execute(
+            &format!(
+                "INSERT INTO {} (model, content_sha256, embedding)
+                 SELECT $1, d, e FROM unnest($2::bytea[], $3::bytea[]) AS u (d, e)
+                 ON CONFLICT (model, content_sha256) DO UPDATE SET embedding = EXCLUDED.embedding",
+                self.names.cache
+            ),
+            &[&model, &keys, &blobs],
+        )?;
+        Ok(())
+    }
+
+    fn chunks_needing_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ChunkText>> {
+        let rows = self.client.query(
+            &format!(
+                "SELECT id, content FROM {}
+                  WHERE ($1::uuid IS NULL OR id > $1)
+                    AND (embedding IS NULL OR embedding_model IS DISTINCT FROM $2
+                         OR vector_dims(embedding) <> $3)
+                  ORDER BY id LIMIT $4",
+                self.names.chunks
+            ),
+            &[&after, &model, &(dimension as i32), &(limit as i64)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| ChunkText {
+                id: r.get(0),
+                content: r.get(1),
+            })
+            .collect())
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+        let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
+        let vectors: Vec<pgvector::Vector> = updates
+            .iter()
+            .map(|(_, v)| pgvector::Vector::from(v.to_vec()))
+            .collect();
+        self.client.execute(
+            &format!(
+                "UPDATE {c} AS c SET embedding = u.e, embedding_model = $1
+                   FROM unnest($2::uuid[], $3::{v}[]) AS u (id, e)
+                  WHERE c.id = u.id",
+                c = self.names.chunks,
+                v = self.names.vector
+            ),
+            &[&model, &ids, &vectors],
+        )?;
         Ok(())
     }
 

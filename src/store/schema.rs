@@ -10,6 +10,9 @@ pub const ANALYSES: &str = "analyses";
 pub const CHUNKS: &str = "chunks";
 /// Table of artifacts.
 pub const ARTIFACTS: &str = "artifacts";
+/// Embedding cache: vectors by (model id, SHA-256 of the chunk text), so that restoring the same
+/// text with the same model again costs a lookup, not a model run. Derived data: never backed up.
+pub const EMBEDDING_CACHE: &str = "embedding_cache";
 
 /// Columns of [`ANALYSES`], in the order stores read and write them.
 pub const ANALYSIS_COLUMNS: &[&str] = &[
@@ -36,13 +39,14 @@ pub const EMBEDDING_COLUMNS: &[&str] = &["embedding", "embedding_model"];
 pub const ARTIFACT_COLUMNS: &[&str] = &["id", "analysis_id", "summary", "key_findings", "metadata"];
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// SQLite migrations; entry `i` brings the schema from version `i` to `i + 1`.
 ///
 /// Ids are lower-case hyphenated UUID text (sorts like the UUID), `created_at` is microseconds
 /// since the Unix epoch, JSON is text, an embedding is a BLOB of little-endian `f32`.
-pub const SQLITE_MIGRATIONS: &[&str] = &["
+pub const SQLITE_MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE analyses (
     id           TEXT PRIMARY KEY NOT NULL,
     url          TEXT NOT NULL,
@@ -72,7 +76,16 @@ CREATE TABLE artifacts (
     key_findings TEXT NOT NULL,
     metadata     TEXT NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    model          TEXT NOT NULL,
+    content_sha256 BLOB NOT NULL,
+    embedding      BLOB NOT NULL,
+    PRIMARY KEY (model, content_sha256)
+) WITHOUT ROWID;
+",
+];
 
 /// `INSERT INTO table (columns…) VALUES (?1, ?2, …)`.
 pub fn insert_sql(table: &str, columns: &[&str]) -> String {

@@ -161,17 +161,25 @@ impl Workspace {
         self.dir.path().join(name)
     }
 
-    /// Runs `goldset ARGS` in the workspace against its database.
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_goldset"))
-            .args(args)
+    /// `goldset ARGS` in the workspace against its database, ready to run. The Hugging Face
+    /// cache is the workspace's own (empty unless a test fills it).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_goldset"));
+        cmd.args(args)
             .current_dir(self.dir.path())
             .env("DATABASE_URL", &self.database_url)
             .env("GOLDSET_SCHEMA", &self.schema)
+            .env("HF_HOME", self.path("hf"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("HF_HUB_CACHE")
             .env_remove("GOLDSET_EMBEDDER")
-            .env_remove("GOLDSET_LOG")
-            .output()
-            .expect("goldset runs")
+            .env_remove("GOLDSET_LOG");
+        cmd
+    }
+
+    /// Runs `goldset ARGS` in the workspace against its database.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("goldset runs")
     }
 
     /// Runs `goldset ARGS` and insists that it succeeds; returns stdout.
@@ -242,6 +250,22 @@ pub fn without_created_at(text: &str) -> String {
         .filter(|(i, l)| !(*i == 2 && l.starts_with("  \"created_at\": ")))
         .map(|(_, l)| format!("{l}\n"))
         .collect()
+}
+
+/// The folder of the real model the tests use (all-MiniLM-L6-v2 from PyPI, installed by
+/// scripts/test-model), or `None` (the test is skipped) unless GOLDSET_TEST_REQUIRE_MODEL=1.
+pub fn test_model_dir() -> Option<PathBuf> {
+    match std::env::var("GOLDSET_TEST_MODEL_DIR") {
+        Ok(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => {
+            assert!(
+                std::env::var("GOLDSET_TEST_REQUIRE_MODEL").map_or(true, |v| v != "1"),
+                "GOLDSET_TEST_REQUIRE_MODEL=1 but GOLDSET_TEST_MODEL_DIR is not set"
+            );
+            eprintln!("no GOLDSET_TEST_MODEL_DIR: local-model test skipped");
+            None
+        }
+    }
 }
 
 /// stderr as text.

@@ -1,0 +1,116 @@
+//! `reembed`: regenerate chunk embeddings in place with another model.
+//!
+//! Chunks are visited in id order, a page at a time, and only those whose embedding is missing
+//! or was made by another model (or with another dimension) are embedded. By default everything
+//! happens in one transaction: the database switches models all at once or not at all. With
+//! `batch_commit`, every N chunks commit on their own; a run that stops keeps what it committed,
+//! and running it again carries on with the chunks still to do.
+
+use super::embedding;
+use super::{OpError, Progress, Unit};
+use crate::embed::Embedder;
+use crate::store::{EmbeddingModel, Store};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Chunks read, embedded and updated together.
+const PAGE: usize = 256;
+
+/// How to reembed.
+#[derive(Debug, Clone, Default)]
+pub struct ReembedOptions {
+    /// Commit every this many chunks (`None`: one transaction for everything).
+    pub batch_commit: Option<usize>,
+    /// Take vectors from the embedding cache where it has them.
+    pub use_cache: bool,
+}
+
+/// What a reembed did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReembedSummary {
+    /// The model now embedding every chunk.
+    pub model: String,
+    /// Its dimension.
+    pub dimension: usize,
+    /// The models the database held before.
+    pub before: Vec<EmbeddingModel>,
+    /// Chunks in the database.
+    pub chunks: u64,
+    /// Chunks that already had an embedding of this model (left alone).
+    pub up_to_date: u64,
+    /// Chunks the model embedded.
+    pub embedded: u64,
+    /// Chunks whose vector came from the embedding cache.
+    pub from_cache: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Time taken.
+    #[serde(serialize_with = "crate::ops::serialize_seconds")]
+    pub elapsed: Duration,
+}
+
+/// Gives every chunk in `store` an embedding made by `embedder`.
+pub fn reembed(
+    store: &mut dyn Store,
+    embedder: &dyn Embedder,
+    options: &ReembedOptions,
+    progress: &dyn Progress,
+) -> Result<ReembedSummary, OpError> {
+    let started = Instant::now();
+    let (model, dimension) = (embedder.model_id(), embedder.dimension());
+    let mut tx = store.begin()?;
+    let before = tx.embedding_models()?;
+    let chunks = tx.inventory()?.chunks;
+    let up_to_date: u64 = before
+        .iter()
+        .filter(|m| m.model == model && m.dimension == dimension)
+        .map(|m| m.chunks)
+        .sum();
+    progress.start("reembed", chunks - up_to_date, Unit::Chunks);
+    // While old and new vectors coexist, the vector column may have to accept both.
+    tx.prepare_embeddings(dimension)?;
+    let (mut embedded, mut from_cache, mut commits, mut uncommitted) = (0u64, 0u64, 0u64, 0usize);
+    let mut after: Option<Uuid> = None;
+    let page_size = options.batch_commit.map_or(PAGE, |n| n.clamp(1, PAGE));
+    loop {
+        let page = tx.chunks_needing_embedding(model, dimension, after, page_size)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let texts: Vec<&str> = page.iter().map(|c| c.content.as_str()).collect();
+        let mut lookup = embedding::lookup(&mut *tx, embedder, &texts, options.use_cache)?;
+        let (vectors, fresh) =
+            embedding::complete(embedder, &texts, std::mem::take(&mut lookup.cached))?;
+        let updates: Vec<(Uuid, &[f32])> = page
+            .iter()
+            .zip(&vectors)
+            .map(|(c, v)| (c.id, v.as_slice()))
+            .collect();
+        tx.set_embeddings(model, &updates)?;
+        embedding::remember(&mut *tx, embedder, &lookup.digests, &vectors, &fresh)?;
+        embedded += fresh.len() as u64;
+        from_cache += (page.len() - fresh.len()) as u64;
+        uncommitted += page.len();
+        progress.set(embedded + from_cache);
+        if options.batch_commit.is_some_and(|n| uncommitted >= n) {
+            tx.commit()?;
+            commits += 1;
+            uncommitted = 0;
+            tx = store.begin()?;
+        }
+    }
+    // Every vector is now of `dimension`: PostgreSQL types the column again.
+    tx.prepare_embeddings(dimension)?;
+    tx.commit()?;
+    progress.finish();
+    Ok(ReembedSummary {
+        model: model.to_owned(),
+        dimension,
+        before,
+        chunks,
+        up_to_date,
+        embedded,
+        from_cache,
+        commits: commits + 1,
+        elapsed: started.elapsed(),
+    })
+}

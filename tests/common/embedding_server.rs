@@ -1,0 +1,297 @@
+//! A real OpenAI-compatible embedding server for the tests, on a loopback port: HTTP/1.1 with
+//! keep-alive and `Content-Length`, a thread per connection. It serves `POST /v1/embeddings`
+//! with vectors computed by [`HashEmbedder`] (returned in reverse order, with their `index`, as
+//! a server may), and a script decides per request what to answer instead: a delay, a status
+//! with headers, a malformed body, vectors of another dimension or count, a dropped connection.
+//! It records every request and the most requests it held at once.
+#![allow(dead_code)]
+
+use goldset::embed::HashEmbedder;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// 0 for the first request the server received, and so on.
+    pub n: usize,
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    /// The JSON body (`Null` when it was not JSON).
+    pub body: serde_json::Value,
+    /// `body.input` as strings.
+    pub inputs: Vec<String>,
+}
+
+/// What to answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The right vectors.
+    Vectors,
+    /// The right vectors, after a pause.
+    VectorsAfter(Duration),
+    /// Vectors of another dimension.
+    Dimension(usize),
+    /// The right vectors, but only the first `n` of them.
+    FirstVectors(usize),
+    /// Any status, headers and body.
+    Status {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Close the connection without answering.
+    Drop,
+}
+
+impl Reply {
+    /// A status with a JSON body of OpenAI's shape, `{"error": {"message": …}}`.
+    pub fn error(status: u16, message: &str) -> Reply {
+        Reply::Status {
+            status,
+            headers: Vec::new(),
+            body: serde_json::json!({"error": {"message": message, "type": "test"}}).to_string(),
+        }
+    }
+
+    /// A 200 with this body.
+    pub fn body(body: &str) -> Reply {
+        Reply::Status {
+            status: 200,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+struct State {
+    dimension: usize,
+    script: Box<Script>,
+    /// Pause before every answer (to make requests overlap).
+    pause: Duration,
+    next: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// See the module documentation.
+pub struct EmbeddingServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl EmbeddingServer {
+    /// A server of `dimension`-long vectors that answers each request as `script` says.
+    pub fn start(
+        dimension: usize,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with_pause(dimension, Duration::ZERO, script)
+    }
+
+    /// Like [`EmbeddingServer::start`], pausing `pause` before every answer.
+    pub fn start_with_pause(
+        dimension: usize,
+        pause: Duration,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            dimension,
+            script: Box::new(script),
+            pause,
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        });
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        EmbeddingServer { addr, state }
+    }
+
+    /// A server that always answers with the right vectors.
+    pub fn healthy(dimension: usize) -> Self {
+        Self::start(dimension, |_| Reply::Vectors)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far, in the order received.
+    pub fn seen(&self) -> Vec<Seen> {
+        let mut seen = self.state.seen.lock().unwrap().clone();
+        seen.sort_by_key(|s| s.n);
+        seen
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.state.next.load(Ordering::SeqCst)
+    }
+
+    /// The most requests the server held at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The vector the server computes for `text`.
+    pub fn vector(&self, text: &str) -> Vec<f32> {
+        HashEmbedder::new(self.state.dimension).embed_one(text)
+    }
+}
+
+/// Serves one connection until the client closes it.
+fn serve(stream: TcpStream, state: &State) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        match reader.read_line(&mut request_line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let path = parts.next().unwrap_or_default().to_owned();
+        let mut length = 0usize;
+        let mut authorization = None;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                let value = value.trim();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.parse().unwrap_or(0),
+                    "authorization" => authorization = Some(value.to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let n = state.next.fetch_add(1, Ordering::SeqCst);
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let inputs: Vec<String> = body["input"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seen = Seen {
+            n,
+            method,
+            path,
+            authorization,
+            body,
+            inputs,
+        };
+        state.seen.lock().unwrap().push(seen.clone());
+        let reply = if seen.method == "POST" && seen.path == "/v1/embeddings" {
+            (state.script)(&seen)
+        } else {
+            Reply::error(404, &format!("no route {} {}", seen.method, seen.path))
+        };
+        std::thread::sleep(state.pause);
+        let answer = match reply {
+            Reply::Vectors => Some(vectors(state.dimension, &seen.inputs, None)),
+            Reply::VectorsAfter(pause) => {
+                std::thread::sleep(pause);
+                Some(vectors(state.dimension, &seen.inputs, None))
+            }
+            Reply::Dimension(d) => Some(vectors(d, &seen.inputs, None)),
+            Reply::FirstVectors(k) => Some(vectors(state.dimension, &seen.inputs, Some(k))),
+            Reply::Status {
+                status,
+                headers,
+                body,
+            } => Some((status, headers, body)),
+            Reply::Drop => None,
+        };
+        let ok = match answer {
+            Some((status, headers, body)) => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} Test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                );
+                for (name, value) in headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str("\r\n");
+                writer
+                    .write_all(head.as_bytes())
+                    .and_then(|()| writer.write_all(body.as_bytes()))
+                    .and_then(|()| writer.flush())
+                    .is_ok()
+            }
+            None => false,
+        };
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !ok {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// A 200 answer of OpenAI's shape with the vectors of `inputs`, last first.
+fn vectors(
+    dimension: usize,
+    inputs: &[String],
+    only: Option<usize>,
+) -> (u16, Vec<(String, String)>, String) {
+    let embedder = HashEmbedder::new(dimension);
+    let mut data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .take(only.unwrap_or(usize::MAX))
+        .map(|(i, text)| {
+            serde_json::json!({
+                "object": "embedding",
+                "index": i,
+                "embedding": embedder.embed_one(text),
+            })
+        })
+        .collect();
+    data.reverse();
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": "test",
+        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+    });
+    (200, Vec::new(), body.to_string())
+}
