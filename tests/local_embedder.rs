@@ -94,15 +94,3 @@ fn restores_and_verifies_with_the_local_model_and_embeds_from_the_command_line()
     let norm: f64 = lines[0].iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "normalised: {norm}");
 }
-
-#[test]
-fn a_missing_model_is_a_clear_error() {
-    let ws = Workspace::new();
-    let out = ws.run(&["--embedder", "local:/nowhere/model", "embed", "x"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        common::stderr(&out).contains("no model directory"),
-        "{}",
-        common::stderr(&out)
-    );
-}
