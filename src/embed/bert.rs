@@ -6,8 +6,9 @@
 //! additive tensor per batch, softmax is candle's fused last-dimension kernel, and every dense
 //! layer is a single 2-D product over all tokens of the batch.
 
-use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use super::kernels::{Act, BiasActivation, BiasResidual, MaskedSoftmax, SplitHeads};
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Embedding, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of a Hugging Face `config.json` that a BERT encoder needs.
@@ -96,18 +97,35 @@ fn dense(vb: VarBuilder, input: usize, output: usize) -> Result<(Tensor, Tensor)
     Ok((vb.get((output, input), "weight")?, vb.get(output, "bias")?))
 }
 
-fn linear(vb: VarBuilder, input: usize, output: usize) -> Result<Linear> {
-    let (weight, bias) = dense(vb, input, output)?;
-    Ok(Linear::new(weight, Some(bias)))
+/// A dense layer whose bias is applied by a fused kernel.
+struct Dense {
+    /// `(output, input)`.
+    weight: Tensor,
+    bias: Vec<f32>,
+}
+
+impl Dense {
+    fn load(vb: VarBuilder, input: usize, output: usize) -> Result<Self> {
+        let (weight, bias) = dense(vb, input, output)?;
+        Ok(Dense {
+            weight,
+            bias: bias.to_vec1()?,
+        })
+    }
+
+    /// `x · weightᵀ` for `x` of `(rows, input)`, without the bias.
+    fn product(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)
+    }
 }
 
 struct Layer {
     /// Query, key and value projections stacked (query rows pre-scaled).
-    qkv: Linear,
-    attention_output: Linear,
+    qkv: Dense,
+    attention_output: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
@@ -120,20 +138,20 @@ impl Layer {
         let (qw, qb) = dense(own.pp("query"), h, h)?;
         let (kw, kb) = dense(own.pp("key"), h, h)?;
         let (vw, vb_) = dense(own.pp("value"), h, h)?;
-        let qkv = Linear::new(
-            Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?,
-            Some(Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?),
-        );
+        let qkv = Dense {
+            weight: Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?,
+            bias: Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?.to_vec1()?,
+        };
         Ok(Layer {
             qkv,
-            attention_output: linear(attention.pp("output").pp("dense"), h, h)?,
+            attention_output: Dense::load(attention.pp("output").pp("dense"), h, h)?,
             attention_norm: LayerNorm::load(
                 attention.pp("output").pp("LayerNorm"),
                 h,
                 c.layer_norm_eps,
             )?,
-            intermediate: linear(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
-            output: linear(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
+            intermediate: Dense::load(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
+            output: Dense::load(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
             output_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
         })
     }
@@ -147,7 +165,7 @@ pub struct BertEncoder {
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     heads: usize,
-    activation: Activation,
+    activation: Act,
 }
 
 impl BertEncoder {
@@ -182,13 +200,17 @@ impl BertEncoder {
                 .map(|i| Layer::load(encoder.pp(i), c))
                 .collect::<Result<_>>()?,
             heads: c.num_attention_heads,
-            activation: c.hidden_act,
+            activation: match c.hidden_act {
+                Activation::Gelu => Act::GeluErf,
+                Activation::GeluApproximate => Act::GeluTanh,
+                Activation::Relu => Act::Relu,
+            },
         })
     }
 
-    /// Token vectors `(batch, length, hidden)` for `ids`, `types` and `mask` (all
-    /// `(batch, length)`, `u32`; mask 1 for real tokens, 0 for padding).
-    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// Token vectors `(batch, length, hidden)` for `ids` and `types` (both `(batch, length)`,
+    /// `u32`), where text `b` has `lengths[b]` real tokens followed by padding.
+    pub fn forward(&self, ids: &Tensor, types: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (batch, len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, ids.device())?;
         let x = self
@@ -201,38 +223,47 @@ impl BertEncoder {
             .embedding_norm
             .forward(&x)?
             .reshape((batch * len, hidden))?;
-        // 0 where attention may look, a large negative number on padding.
-        let blocked = ((1.0 - mask.to_dtype(DType::F32)?)? * -1e30)?.reshape((batch, 1, 1, len))?;
-        let head_dim = hidden / self.heads;
+        let softmax = MaskedSoftmax { lengths };
         for layer in &self.layers {
-            let qkv = layer
-                .qkv
-                .forward(&x)?
-                .reshape((batch, len, 3, self.heads, head_dim))?;
-            let part = |i: usize| {
-                qkv.narrow(2, i, 1)?
-                    .squeeze(2)?
-                    .transpose(1, 2)?
-                    .contiguous()
+            let split = SplitHeads {
+                bias: &layer.qkv.bias,
+                batch,
+                len,
+                heads: self.heads,
             };
-            let (q, k, v) = (part(0)?, part(1)?, part(2)?); // (batch, heads, len, head_dim)
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&blocked)?;
-            let context = candle_nn::ops::softmax_last_dim(&scores)?
+            // (3, batch, heads, len, head_dim): query, key, value.
+            let qkv = layer.qkv.product(&x)?.apply_op1_no_bwd(&split)?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            let context = q
+                .matmul(&k.t()?)?
+                .apply_op1_no_bwd(&softmax)?
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((batch * len, hidden))?;
-            let attended = layer
-                .attention_norm
-                .forward(&layer.attention_output.forward(&context)?.add(&x)?)?;
-            let inner = layer.intermediate.forward(&attended)?;
-            let inner = match self.activation {
-                Activation::Gelu => inner.gelu_erf()?,
-                Activation::GeluApproximate => inner.gelu()?,
-                Activation::Relu => inner.relu()?,
-            };
+            let attended = layer.attention_norm.forward(
+                &layer.attention_output.product(&context)?.apply_op2_no_bwd(
+                    &x,
+                    &BiasResidual {
+                        bias: &layer.attention_output.bias,
+                    },
+                )?,
+            )?;
+            let inner =
+                layer
+                    .intermediate
+                    .product(&attended)?
+                    .apply_op1_no_bwd(&BiasActivation {
+                        bias: &layer.intermediate.bias,
+                        act: self.activation,
+                    })?;
             x = layer
                 .output_norm
-                .forward(&layer.output.forward(&inner)?.add(&attended)?)?;
+                .forward(&layer.output.product(&inner)?.apply_op2_no_bwd(
+                    &attended,
+                    &BiasResidual {
+                        bias: &layer.output.bias,
+                    },
+                )?)?;
         }
         x.reshape((batch, len, hidden))
     }

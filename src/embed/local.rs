@@ -23,7 +23,7 @@ enum Pooling {
 
 /// Texts per model call: large enough to keep the matrix kernels busy, small enough that the
 /// attention buffers (batch × heads × length²) stay modest.
-const MODEL_BATCH: usize = 16;
+const MODEL_BATCH: usize = 8;
 
 /// See the module documentation.
 pub struct LocalEmbedder {
@@ -224,6 +224,7 @@ impl LocalEmbedder {
         tokenizer.with_padding(None);
         let padding = PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
+            direction: tokenizers::PaddingDirection::Right,
             pad_id: config.pad_token_id as u32,
             pad_token,
             ..Default::default()
@@ -282,7 +283,12 @@ impl LocalEmbedder {
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, len), &self.device)?;
         let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, len), &self.device)?;
         let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (rows, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, &mask)?; // (rows, len, hidden)
+        // Padding is on the right: a text's real tokens are the first `lengths[i]`.
+        let lengths: Vec<usize> = encodings
+            .iter()
+            .map(|e| e.get_attention_mask().iter().filter(|&&m| m != 0).count())
+            .collect();
+        let hidden = self.model.forward(&ids, &types, &lengths)?; // (rows, len, hidden)
         let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, len, 1)
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,

@@ -8,6 +8,7 @@
 
 mod bert;
 mod hash;
+mod kernels;
 pub mod local;
 pub mod openai;
 
