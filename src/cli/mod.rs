@@ -1,5 +1,6 @@
 //! The command line: argument definitions, dispatch to [`goldset::ops`], and rendering.
 
+mod config;
 mod progress;
 mod render;
 
@@ -31,17 +32,15 @@ const EMBED_WINDOW: usize = 1024;
 pub struct Cli {
     /// Where the dataset lives: sqlite:PATH or postgres://USER@HOST:PORT/DB (PG* variables
     /// fill what the URL leaves out; prefer PGPASSWORD to a password in the URL).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite:golden.db",
-        global = true,
-        hide_env_values = true
-    )]
-    database_url: String,
-    /// PostgreSQL schema that holds goldset's tables.
-    #[arg(long, env = "GOLDSET_SCHEMA", default_value = "public", global = true)]
-    schema: String,
+    /// [default: sqlite:golden.db]
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// PostgreSQL schema that holds goldset's tables [default: public].
+    #[arg(long, env = "GOLDSET_SCHEMA", global = true)]
+    schema: Option<String>,
+    /// Configuration file with defaults for these options [default: ./goldset.toml if present].
+    #[arg(long, env = "GOLDSET_CONFIG", global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Embedding model for restored chunks: hash, hash:DIM, local:PATH_OR_ID or openai:MODEL
     /// [default: local:sentence-transformers/all-MiniLM-L6-v2 when the Hugging Face cache holds
     /// it, else hash].
@@ -334,15 +333,45 @@ impl UrlArgs {
 
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(cli.verbose);
     let out = Output::new(cli.format, cli.quiet);
-    match dispatch(&cli, &out) {
+    match config::load(cli.config.as_deref()).and_then(|c| {
+        cli.apply(c);
+        dispatch(&cli, &out)
+    }) {
         Ok(code) => code,
         Err(e) => {
             out.error(&e);
             e.exit_code()
         }
+    }
+}
+
+impl Cli {
+    /// Fills what neither a flag nor the environment set from the configuration file, then the
+    /// built-in defaults.
+    fn apply(&mut self, config: config::Config) {
+        self.database_url = self
+            .database_url
+            .take()
+            .or(config.database_url)
+            .or_else(|| Some("sqlite:golden.db".into()));
+        self.schema = self
+            .schema
+            .take()
+            .or(config.schema)
+            .or_else(|| Some("public".into()));
+        self.embedder = self.embedder.take().or(config.embedder);
+        self.openai_base_url = self.openai_base_url.take().or(config.openai_base_url);
+    }
+
+    fn database_url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or("sqlite:golden.db")
+    }
+
+    fn schema(&self) -> &str {
+        self.schema.as_deref().unwrap_or("public")
     }
 }
 
@@ -377,10 +406,10 @@ fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
     };
     let options = store::OpenOptions {
         create,
-        schema: cli.schema.clone(),
+        schema: cli.schema().to_owned(),
         wait_for_lock,
     };
-    Ok(store::open(&cli.database_url, &options)?)
+    Ok(store::open(cli.database_url(), &options)?)
 }
 
 fn embedder(cli: &Cli) -> Result<Box<dyn Embedder>, OpError> {
