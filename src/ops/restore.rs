@@ -119,6 +119,9 @@ pub fn restore(
     } else {
         None
     };
+    // Into an empty database, an additive restore is a bulk load with nothing to conflict with
+    // (ids repeated within the file are the validator's to report).
+    let empty_at_start = !options.replace && tx.load_in_bulk_if_empty()?;
     check_embedding_model(&mut *tx, embedder)?;
 
     progress.start("restore", bytes, Unit::Bytes);
@@ -128,6 +131,7 @@ pub fn restore(
         options,
         embedder,
         progress,
+        empty_at_start,
         counting_chunks: &counting_chunks,
         restored: Counts::default(),
         skipped: Counts::default(),
@@ -378,6 +382,8 @@ struct Writer<'t, 'o> {
     options: &'o RestoreOptions,
     embedder: &'o dyn Embedder,
     progress: &'o dyn Progress,
+    /// The database held nothing when the restore began: no conflicts are possible.
+    empty_at_start: bool,
     /// Whether progress counts chunks written (the file announced how many) or bytes read.
     counting_chunks: &'o AtomicBool,
     restored: Counts,
@@ -398,7 +404,7 @@ impl Writer<'_, '_> {
     ) -> Result<(), OpError> {
         let mut in_flight = 0;
         for batch in batches {
-            let batch = if self.options.replace {
+            let batch = if self.options.replace || self.empty_at_start {
                 batch
             } else {
                 self.resolve_conflicts(batch)?

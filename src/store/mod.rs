@@ -249,8 +249,13 @@ pub trait ReadSnapshot {
 pub trait WriteTransaction {
     /// What the database holds now (inside the transaction).
     fn inventory(&mut self) -> Result<Inventory>;
-    /// Deletes every analysis, chunk and artifact.
+    /// Deletes every analysis, chunk and artifact (PostgreSQL then loads in bulk: indexes and
+    /// constraints are dropped and rebuilt before the commit).
     fn delete_all(&mut self) -> Result<()>;
+    /// When the goldset tables hold nothing, prepares to load them in bulk as after
+    /// [`WriteTransaction::delete_all`] and returns true (an additive restore into an empty
+    /// database then needs no conflict checks); otherwise changes nothing and returns false.
+    fn load_in_bulk_if_empty(&mut self) -> Result<bool>;
     /// The ids among `analyses` (and their chunks and artifacts) that already exist.
     fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>>;
     /// Deletes these analyses with their chunks and artifacts.

@@ -1100,6 +1100,28 @@ impl WriteTransaction for PgWrite<'_> {
         self.start_bulk_load()
     }
 
+    fn load_in_bulk_if_empty(&mut self) -> Result<bool> {
+        let n = self.names;
+        let empty = format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {}) AND NOT EXISTS (SELECT 1 FROM {}) AND NOT EXISTS (SELECT 1 FROM {})",
+            n.analyses, n.chunks, n.artifacts
+        );
+        if !self.client.query_one(&empty, &[])?.get::<_, bool>(0) {
+            return Ok(false);
+        }
+        // Bulk mode alters the tables: take their exclusive locks first, then make sure no one
+        // wrote in between.
+        self.client.batch_execute(&format!(
+            "LOCK TABLE {}, {}, {} IN ACCESS EXCLUSIVE MODE",
+            n.analyses, n.chunks, n.artifacts
+        ))?;
+        if !self.client.query_one(&empty, &[])?.get::<_, bool>(0) {
+            return Ok(false);
+        }
+        self.start_bulk_load()?;
+        Ok(true)
+    }
+
     fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
         let n = self.names;
         let analysis_ids: Vec<Uuid> = analyses.iter().map(|a| a.id).collect();

@@ -506,6 +506,11 @@ impl WriteTransaction for SqliteWrite<'_> {
         Ok(())
     }
 
+    fn load_in_bulk_if_empty(&mut self) -> Result<bool> {
+        // BEGIN IMMEDIATE already keeps other writers out; SQLite has no bulk mode to enter.
+        Ok(inventory(&self.tx)? == Inventory::default())
+    }
+
     fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
         let mut found = Vec::new();
         let mut by_id = |table: &str, owner_col: &str, kind, id: Uuid| -> Result<()> {
