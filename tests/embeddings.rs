@@ -50,6 +50,15 @@ fn models(ws: &Workspace) -> Vec<String> {
     )
 }
 
+/// Chunks embedded by a model other than `hash`.
+fn local_chunks(ws: &Workspace) -> u64 {
+    models(ws)
+        .iter()
+        .filter(|m| !m.starts_with("goldset-hash"))
+        .map(|m| m.rsplit(':').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 #[test]
 fn the_cache_makes_a_repeated_restore_embed_only_what_is_new() {
     let Some(dir) = test_model_dir() else { return };
@@ -182,11 +191,7 @@ fn an_interrupted_batched_reembed_keeps_its_commits_and_resumes() {
         // Kill it as soon as a first batch is committed (the model needs ~1 s per batch).
         let deadline = Instant::now() + Duration::from_secs(120);
         let committed = loop {
-            let local: u64 = models(&ws)
-                .iter()
-                .filter(|m| !m.starts_with("goldset-hash"))
-                .map(|m| m.rsplit(':').next().unwrap().parse::<u64>().unwrap())
-                .sum();
+            let local = local_chunks(&ws);
             if local > 0 || Instant::now() > deadline {
                 break local;
             }
@@ -194,11 +199,7 @@ fn an_interrupted_batched_reembed_keeps_its_commits_and_resumes() {
         };
         child.kill().unwrap();
         child.wait().unwrap();
-        let committed_after_kill: u64 = models(&ws)
-            .iter()
-            .filter(|m| !m.starts_with("goldset-hash"))
-            .map(|m| m.rsplit(':').next().unwrap().parse::<u64>().unwrap())
-            .sum();
+        let committed_after_kill = local_chunks(&ws);
         assert!(
             committed >= 2,
             "{backend:?}: a batch committed before the kill"
