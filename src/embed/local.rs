@@ -4,13 +4,13 @@
 //! `max_seq_length` from `sentence_bert_config.json` (a packaged `tokenizer.json` may carry a
 //! shorter truncation and a fixed padding of its own: both are replaced).
 
-use super::bert::{BertConfig, BertEncoder};
 use super::{EmbedError, Embedder};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use goldset_bert::{BertConfig, BertEncoder, Tokens, Workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +21,15 @@ enum Pooling {
     MeanSqrtLen,
 }
 
-/// Texts per model call: large enough to keep the matrix kernels busy, small enough that the
-/// attention buffers (batch × heads × length²) stay modest.
-const MODEL_BATCH: usize = 8;
+/// Texts per model call (packed without padding): enough tokens to keep the matrix kernels
+/// busy and the attention of the texts balanced over the cores, few enough that the buffers
+/// (tokens × 1536 values for MiniLM's feed-forward layer) stay small.
+const MODEL_BATCH: usize = 16;
 
 /// See the module documentation.
 pub struct LocalEmbedder {
     model: BertEncoder,
     tokenizer: Tokenizer,
-    padding: PaddingParams,
-    device: Device,
     pooling: Pooling,
     normalize: bool,
     dimension: usize,
@@ -217,18 +216,8 @@ impl LocalEmbedder {
                 ..Default::default()
             }))
             .map_err(failed)?;
-        let pad_token = tokenizer
-            .id_to_token(config.pad_token_id as u32)
-            .unwrap_or_else(|| "[PAD]".into());
-        // Padding is done per length-sorted sub-batch in `embed`.
+        // Texts are packed without padding (see `bert`).
         tokenizer.with_padding(None);
-        let padding = PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            direction: tokenizers::PaddingDirection::Right,
-            pad_id: config.pad_token_id as u32,
-            pad_token,
-            ..Default::default()
-        };
 
         let weights = dir.join("model.safetensors");
         if !weights.is_file() {
@@ -247,10 +236,10 @@ impl LocalEmbedder {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         };
-        let device = Device::Cpu;
         // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(failed)?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
+                .map_err(failed)?;
         let model = BertEncoder::load(vb.clone(), &config)
             .or_else(|_| BertEncoder::load(vb.pp("bert"), &config))
             .map_err(|e| failed(format!("{}: {e}", weights.display())))?;
@@ -261,8 +250,6 @@ impl LocalEmbedder {
         Ok(LocalEmbedder {
             model,
             tokenizer,
-            padding,
-            device,
             pooling,
             normalize,
             dimension,
@@ -270,55 +257,61 @@ impl LocalEmbedder {
         })
     }
 
-    /// Runs the model on encodings of one length (already padded), returning sentence vectors.
-    fn forward(&self, encodings: &[&tokenizers::Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let rows = encodings.len();
-        let len = encodings.first().map_or(0, |e| e.get_ids().len());
-        let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings
-                .iter()
-                .flat_map(|e| f(e).iter().copied())
-                .collect()
-        };
-        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, len), &self.device)?;
-        let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, len), &self.device)?;
-        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (rows, len), &self.device)?;
-        // Padding is on the right: a text's real tokens are the first `lengths[i]`.
-        let lengths: Vec<usize> = encodings
+    /// Runs the model on `encodings` (unpadded), returning one sentence vector per text.
+    fn forward(
+        &self,
+        encodings: &[tokenizers::Encoding],
+        workspace: &mut Workspace,
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let texts: Vec<Tokens> = encodings
             .iter()
-            .map(|e| e.get_attention_mask().iter().filter(|&&m| m != 0).count())
+            .map(|e| Tokens {
+                ids: e.get_ids(),
+                types: e.get_type_ids(),
+            })
             .collect();
-        let hidden = self.model.forward(&ids, &types, &lengths)?; // (rows, len, hidden)
-        let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, len, 1)
-        let pooled = match self.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Max => {
-                // Padding must never win the max.
-                let penalty = ((mask_f.ones_like()? - &mask_f)? * -1e9)?;
-                hidden.broadcast_add(&penalty)?.max(1)?
+        let h = self.model.hidden_size();
+        let packed = self.model.forward(&texts, workspace)?;
+        let mut rows = packed;
+        let mut vectors = Vec::with_capacity(texts.len());
+        for text in &texts {
+            let (own, rest) = rows.split_at(text.ids.len() * h);
+            rows = rest;
+            let count = text.ids.len().max(1) as f32;
+            let mut pooled = match self.pooling {
+                Pooling::Cls => own.get(..h).map_or_else(|| vec![0.0; h], <[f32]>::to_vec),
+                Pooling::Max => {
+                    let mut max = vec![f32::NEG_INFINITY; h];
+                    for token in own.chunks_exact(h) {
+                        for (m, &v) in max.iter_mut().zip(token) {
+                            *m = m.max(v);
+                        }
+                    }
+                    max
+                }
+                Pooling::Mean | Pooling::MeanSqrtLen => {
+                    let mut sum = vec![0f32; h];
+                    for token in own.chunks_exact(h) {
+                        for (s, &v) in sum.iter_mut().zip(token) {
+                            *s += v;
+                        }
+                    }
+                    let divisor = if self.pooling == Pooling::Mean {
+                        count
+                    } else {
+                        count.sqrt()
+                    };
+                    sum.iter_mut().for_each(|s| *s /= divisor);
+                    sum
+                }
+            };
+            if self.normalize {
+                let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                pooled.iter_mut().for_each(|v| *v /= norm);
             }
-            Pooling::Mean | Pooling::MeanSqrtLen => {
-                let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?; // (rows, hidden)
-                let counts = mask_f.sum(1)?.clamp(1e-9, f64::MAX)?; // (rows, 1)
-                let divisor = if self.pooling == Pooling::Mean {
-                    counts
-                } else {
-                    counts.sqrt()?
-                };
-                summed.broadcast_div(&divisor)?
-            }
-        };
-        let pooled = if self.normalize {
-            let norm = pooled
-                .sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
-            pooled.broadcast_div(&norm)?
-        } else {
-            pooled
-        };
-        pooled.to_vec2::<f32>()
+            vectors.push(pooled);
+        }
+        Ok(vectors)
     }
 }
 
@@ -332,7 +325,8 @@ impl Embedder for LocalEmbedder {
     }
 
     /// Tokenizes every text, then runs the model on sub-batches of texts of similar token
-    /// length, so that little time goes into padding (the output keeps the input order).
+    /// length (packed without padding; neighbours in length share out the attention work
+    /// evenly). The output keeps the input order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut encodings = self
             .tokenizer
@@ -341,14 +335,14 @@ impl Embedder for LocalEmbedder {
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| encodings[i].len());
         let mut vectors = vec![Vec::new(); encodings.len()];
+        let mut workspace = Workspace::default();
         for group in order.chunks(MODEL_BATCH) {
-            let mut batch: Vec<tokenizers::Encoding> = group
+            let batch: Vec<tokenizers::Encoding> = group
                 .iter()
                 .map(|&i| std::mem::take(&mut encodings[i]))
                 .collect();
-            tokenizers::utils::padding::pad_encodings(&mut batch, &self.padding).map_err(failed)?;
-            let refs: Vec<&tokenizers::Encoding> = batch.iter().collect();
-            for (&i, v) in group.iter().zip(self.forward(&refs).map_err(failed)?) {
+            let group_vectors = self.forward(&batch, &mut workspace).map_err(failed)?;
+            for (&i, v) in group.iter().zip(group_vectors) {
                 vectors[i] = v;
             }
         }

@@ -6,9 +6,7 @@
 //! * `openai:MODEL` — [`OpenAiEmbedder`], any OpenAI-compatible `/v1/embeddings` endpoint
 //!   (OpenAI, Ollama, text-embeddings-inference, vLLM, LiteLLM); MODEL may contain `:` and `/`.
 
-mod bert;
 mod hash;
-mod kernels;
 pub mod local;
 pub mod openai;
 
