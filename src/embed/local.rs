@@ -216,7 +216,7 @@ impl LocalEmbedder {
                 ..Default::default()
             }))
             .map_err(failed)?;
-        // Texts are packed without padding (see `bert`).
+        // Texts are packed without padding (see goldset-bert).
         tokenizer.with_padding(None);
 
         let weights = dir.join("model.safetensors");
@@ -271,8 +271,7 @@ impl LocalEmbedder {
             })
             .collect();
         let h = self.model.hidden_size();
-        let packed = self.model.forward(&texts, workspace)?;
-        let mut rows = packed;
+        let mut rows = self.model.forward(&texts, workspace)?;
         let mut vectors = Vec::with_capacity(texts.len());
         for text in &texts {
             let (own, rest) = rows.split_at(text.ids.len() * h);
