@@ -348,30 +348,27 @@ pub fn run() -> i32 {
     }
 }
 
+/// Where the dataset lives when no flag, environment variable or configuration file says.
+const DEFAULT_DATABASE_URL: &str = "sqlite:golden.db";
+/// PostgreSQL schema when no flag, environment variable or configuration file says.
+const DEFAULT_SCHEMA: &str = "public";
+
 impl Cli {
-    /// Fills what neither a flag nor the environment set from the configuration file, then the
-    /// built-in defaults.
+    /// Fills what neither a flag nor the environment set from the configuration file (the
+    /// accessors below supply the built-in defaults).
     fn apply(&mut self, config: config::Config) {
-        self.database_url = self
-            .database_url
-            .take()
-            .or(config.database_url)
-            .or_else(|| Some("sqlite:golden.db".into()));
-        self.schema = self
-            .schema
-            .take()
-            .or(config.schema)
-            .or_else(|| Some("public".into()));
+        self.database_url = self.database_url.take().or(config.database_url);
+        self.schema = self.schema.take().or(config.schema);
         self.embedder = self.embedder.take().or(config.embedder);
         self.openai_base_url = self.openai_base_url.take().or(config.openai_base_url);
     }
 
     fn database_url(&self) -> &str {
-        self.database_url.as_deref().unwrap_or("sqlite:golden.db")
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
     }
 
     fn schema(&self) -> &str {
-        self.schema.as_deref().unwrap_or("public")
+        self.schema.as_deref().unwrap_or(DEFAULT_SCHEMA)
     }
 }
 

@@ -82,17 +82,17 @@ fn exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// Sum of `values`, over [`LANES`] partial sums.
+/// Sum of `f(v)` over `values`, in [`LANES`] partial sums.
 #[inline(always)]
-fn sum(values: &[f32]) -> f32 {
+fn sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let mut chunks = values.chunks_exact(LANES);
     for chunk in &mut chunks {
         for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+            *lane += f(v);
         }
     }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// Largest of `values` (`-inf` for none), over [`LANES`] partial maxima.
@@ -185,20 +185,11 @@ multiversion! {
     /// Normalises one row in place (mean 0, variance 1, then scale and shift).
     fn norm_row(row: &mut [f32], norm: &Norm) {
         let n = row.len() as f32;
-        let mean = sum(row) / n;
+        let mean = sum_of(row, |v| v) / n;
         for v in row.iter_mut() {
             *v -= mean;
         }
-        let mut squares = [0f32; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (s, &v) in squares.iter_mut().zip(chunk) {
-                *s += v * v;
-            }
-        }
-        let variance = (squares.iter().sum::<f32>()
-            + chunks.remainder().iter().map(|v| v * v).sum::<f32>())
-            / n;
+        let variance = sum_of(row, |v| v * v) / n;
         let scale = 1.0 / (variance + norm.eps).sqrt();
         for ((v, &w), &b) in row.iter_mut().zip(norm.weight).zip(norm.bias) {
             *v = *v * scale * w + b;
@@ -246,7 +237,7 @@ multiversion! {
             for v in row.iter_mut() {
                 *v = exp(*v - top);
             }
-            let scale = 1.0 / sum(row);
+            let scale = 1.0 / sum_of(row, |v| v);
             for v in row.iter_mut() {
                 *v *= scale;
             }

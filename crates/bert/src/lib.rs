@@ -116,9 +116,15 @@ struct Dense {
     output: usize,
 }
 
+/// The weight `(output, input)` and bias of the dense layer under `vb`.
+fn dense_tensors(vb: VarBuilder, input: usize, output: usize) -> Result<(Tensor, Tensor)> {
+    Ok((vb.get((output, input), "weight")?, vb.get(output, "bias")?))
+}
+
 impl Dense {
     fn load(vb: VarBuilder, input: usize, output: usize) -> Result<Self> {
-        Self::from_tensors(vb.get((output, input), "weight")?, vb.get(output, "bias")?)
+        let (weight, bias) = dense_tensors(vb, input, output)?;
+        Self::from_tensors(weight, bias)
     }
 
     fn from_tensors(weight: Tensor, bias: Tensor) -> Result<Self> {
@@ -174,10 +180,7 @@ impl Layer {
         let attention = vb.pp("attention");
         let own = attention.pp("self");
         let scale = 1.0 / ((h / c.num_attention_heads) as f64).sqrt();
-        let part = |name: &str| -> Result<(Tensor, Tensor)> {
-            let vb = own.pp(name);
-            Ok((vb.get((h, h), "weight")?, vb.get(h, "bias")?))
-        };
+        let part = |name: &str| dense_tensors(own.pp(name), h, h);
         let ((qw, qb), (kw, kb), (vw, vb_)) = (part("query")?, part("key")?, part("value")?);
         Ok(Layer {
             qkv: Dense::from_tensors(
@@ -250,6 +253,7 @@ pub struct BertEncoder {
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     hidden: usize,
+    intermediate: usize,
     heads: usize,
     vocab: usize,
     positions: usize,
@@ -289,6 +293,7 @@ impl BertEncoder {
                 .map(|i| Layer::load(encoder.pp(i), c))
                 .collect::<Result<_>>()?,
             hidden: h,
+            intermediate: c.intermediate_size,
             heads: c.num_attention_heads,
             vocab: c.vocab_size,
             positions: c.max_position_embeddings,
@@ -347,18 +352,19 @@ impl BertEncoder {
             inner,
             scores,
         } = workspace;
-        let x = sized(x, tokens * h);
-        self.embed_tokens(texts, x);
         let lengths: Vec<usize> = texts.iter().map(|t| t.ids.len()).collect();
+        let x = sized(x, tokens * h);
+        let qkv = sized(qkv, tokens * 3 * h);
+        let context = sized(context, tokens * h);
+        let scores = sized(scores, lengths.iter().map(|n| n * n).sum());
+        let attended = sized(attended, tokens * h);
+        let inner = sized(inner, tokens * self.intermediate);
+        self.embed_tokens(texts, x);
         for layer in &self.layers {
-            let qkv = sized(qkv, tokens * 3 * h);
             layer.qkv.product(x, qkv);
             kernels::add_bias(qkv, &layer.qkv.bias);
-            let context = sized(context, tokens * h);
-            let scores = sized(scores, lengths.iter().map(|n| n * n).sum());
             self.attention(&lengths, qkv, context, scores);
 
-            let attended = sized(attended, tokens * h);
             layer.attention_output.product(context, attended);
             kernels::bias_residual_norm(
                 attended,
@@ -366,7 +372,6 @@ impl BertEncoder {
                 x,
                 &layer.attention_norm.norm(),
             );
-            let inner = sized(inner, tokens * layer.intermediate.output);
             layer.intermediate.product(attended, inner);
             kernels::bias_activation(inner, &layer.intermediate.bias, self.activation);
             layer.output.product(inner, x);
