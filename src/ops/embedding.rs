@@ -26,6 +26,17 @@ pub struct Lookup {
     pub cached: Vec<Option<Vec<f32>>>,
 }
 
+impl Lookup {
+    /// Nothing cached for any of `texts` texts, and no digests: for an embedder not worth
+    /// caching.
+    pub fn nothing_cached(texts: usize) -> Self {
+        Lookup {
+            digests: Vec::new(),
+            cached: vec![None; texts],
+        }
+    }
+}
+
 /// Looks `texts` up in the embedding cache. With `read_cache` false (`--no-cache`) nothing is
 /// read, but the digests are still computed so that fresh vectors can be remembered.
 pub fn lookup(
@@ -35,10 +46,7 @@ pub fn lookup(
     read_cache: bool,
 ) -> Result<Lookup, OpError> {
     if !embedder.worth_caching() {
-        return Ok(Lookup {
-            digests: Vec::new(),
-            cached: vec![None; texts.len()],
-        });
+        return Ok(Lookup::nothing_cached(texts.len()));
     }
     let digests: Vec<ContentDigest> = texts.iter().map(|t| digest(t)).collect();
     let cached = if read_cache {

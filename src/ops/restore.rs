@@ -11,7 +11,9 @@ use crate::format::validate::{MetadataFile, UrlPolicy, Validator};
 use crate::format::{metadata_path_for, read_metadata_file};
 use crate::model::{Analysis, Counts};
 use crate::report::Check;
-use crate::store::{ChunkEmbeddings, Existing, Inventory, RecordKind, Store, WriteTransaction};
+use crate::store::{
+    Batch, ChunkEmbeddings, Existing, Inventory, RecordKind, Store, StoreError, WriteTransaction,
+};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufReader;
@@ -123,6 +125,8 @@ pub fn restore(
     // (ids repeated within the file are the validator's to report).
     let empty_at_start = !options.replace && tx.load_in_bulk_if_empty()?;
     check_embedding_model(&mut *tx, embedder)?;
+    // A bulk load that needs no cache lookups between batches can be one stream.
+    let stream = (options.replace || empty_at_start) && !embedder.worth_caching();
 
     progress.start("restore", bytes, Unit::Bytes);
     let counting_chunks = AtomicBool::new(false);
@@ -133,11 +137,7 @@ pub fn restore(
         progress,
         empty_at_start,
         counting_chunks: &counting_chunks,
-        restored: Counts::default(),
-        skipped: Counts::default(),
-        updated: 0,
-        embedded: 0,
-        from_cache: 0,
+        tally: Tally::default(),
         conflicts: 0,
         conflict_examples: Vec::new(),
     };
@@ -146,17 +146,33 @@ pub fn restore(
         let counting_chunks = &counting_chunks;
         let reader =
             scope.spawn(move || read_batches(file, options, batch_tx, progress, counting_chunks));
-        let (embed_tx, embed_rx) = mpsc::channel::<ToEmbed>();
-        let (done_tx, done_rx) = mpsc::channel::<Result<Embedded, OpError>>();
         let dry_run = options.dry_run;
-        scope.spawn(move || {
-            for batch in embed_rx {
-                if done_tx.send(embed_batch(embedder, batch, dry_run)).is_err() {
-                    return;
+        let written = if stream {
+            // Batches go straight from the reader to the embedding thread, whose results wait
+            // (at most BATCHES_IN_FLIGHT of them) for the store.
+            let (done_tx, done_rx) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+            scope.spawn(move || {
+                for analyses in batch_rx {
+                    let lookup = Lookup::nothing_cached(chunk_count(&analyses));
+                    let batch = ToEmbed { analyses, lookup };
+                    if done_tx.send(embed_batch(embedder, batch, dry_run)).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        let written = writer.run(batch_rx, embed_tx, done_rx);
+            });
+            writer.stream(done_rx)
+        } else {
+            let (embed_tx, embed_rx) = mpsc::channel::<ToEmbed>();
+            let (done_tx, done_rx) = mpsc::channel::<Result<Embedded, OpError>>();
+            scope.spawn(move || {
+                for batch in embed_rx {
+                    if done_tx.send(embed_batch(embedder, batch, dry_run)).is_err() {
+                        return;
+                    }
+                }
+            });
+            writer.run(batch_rx, embed_tx, done_rx)
+        };
         let (validator, read) = reader.join().expect("the reader thread does not panic");
         (validator, read, written)
     });
@@ -202,13 +218,13 @@ pub fn restore(
             examples: writer.conflict_examples,
         });
     }
-    let (restored, skipped, updated, embedded, from_cache) = (
-        writer.restored,
-        writer.skipped,
-        writer.updated,
-        writer.embedded,
-        writer.from_cache,
-    );
+    let Tally {
+        restored,
+        skipped,
+        updated,
+        embedded,
+        from_cache,
+    } = writer.tally;
     let after = tx.inventory()?;
     if !options.dry_run {
         tx.commit()?;
@@ -344,6 +360,10 @@ struct Embedded {
     fresh: Vec<usize>,
 }
 
+fn chunk_count(analyses: &[Analysis]) -> usize {
+    analyses.iter().map(|a| a.chunks.len()).sum()
+}
+
 fn chunk_texts(analyses: &[Analysis]) -> Vec<&str> {
     analyses
         .iter()
@@ -386,11 +406,7 @@ struct Writer<'t, 'o> {
     empty_at_start: bool,
     /// Whether progress counts chunks written (the file announced how many) or bytes read.
     counting_chunks: &'o AtomicBool,
-    restored: Counts,
-    skipped: Counts,
-    updated: u64,
-    embedded: u64,
-    from_cache: u64,
+    tally: Tally,
     conflicts: u64,
     conflict_examples: Vec<Existing>,
 }
@@ -455,14 +471,39 @@ impl Writer<'_, '_> {
             &batch.vectors,
             &batch.fresh,
         )?;
-        batch.analyses.iter().for_each(|a| self.restored.add(a));
-        self.embedded += batch.fresh.len() as u64;
-        self.from_cache += (batch.vectors.len() - batch.fresh.len()) as u64;
-        if self.counting_chunks.load(Ordering::Relaxed) {
-            self.progress
-                .set(self.restored.total_chunks + self.skipped.total_chunks);
-        }
+        self.tally.written(&batch);
+        self.tally.show(self.progress, self.counting_chunks);
         Ok(())
+    }
+
+    /// Bulk mode with an embedder that needs no cache: nothing but inserts between the batches,
+    /// so the store gets them as one stream ([`WriteTransaction::insert_stream`]).
+    fn stream(&mut self, embedded: Receiver<Result<Embedded, OpError>>) -> Result<(), OpError> {
+        let mut failed = None;
+        let (tally, progress, counting) = (&mut self.tally, self.progress, self.counting_chunks);
+        let dry_run = self.options.dry_run;
+        let streamed =
+            self.tx
+                .insert_stream(self.embedder.model_id(), &mut || match embedded.recv() {
+                    // The embedding thread is done: every batch was handed over.
+                    Err(_) => Ok(None),
+                    Ok(Err(e)) => {
+                        failed = Some(e);
+                        Err(StoreError::Stopped)
+                    }
+                    Ok(Ok(batch)) => {
+                        tally.written(&batch);
+                        tally.show(progress, counting);
+                        Ok(Some(Batch {
+                            analyses: batch.analyses,
+                            vectors: (!dry_run).then_some(batch.vectors),
+                        }))
+                    }
+                });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(streamed?),
+        }
     }
 
     /// Applies `--on-conflict` to a batch; returns the analyses to insert.
@@ -502,10 +543,10 @@ impl Writer<'_, '_> {
                 continue;
             }
             match (exists, self.options.on_conflict) {
-                (true, OnConflict::Skip) => self.skipped.add(&analysis),
+                (true, OnConflict::Skip) => self.tally.skipped.add(&analysis),
                 (true, OnConflict::Update) => {
                     to_delete.push(analysis.id);
-                    self.updated += 1;
+                    self.tally.updated += 1;
                     keep.push(analysis);
                 }
                 _ => keep.push(analysis),
@@ -515,6 +556,32 @@ impl Writer<'_, '_> {
             self.tx.delete_analyses(&to_delete)?;
         }
         Ok(keep)
+    }
+}
+
+/// What a restore has done so far.
+#[derive(Debug, Default)]
+struct Tally {
+    restored: Counts,
+    skipped: Counts,
+    updated: u64,
+    embedded: u64,
+    from_cache: u64,
+}
+
+impl Tally {
+    /// Counts a batch handed to the store.
+    fn written(&mut self, batch: &Embedded) {
+        batch.analyses.iter().for_each(|a| self.restored.add(a));
+        self.embedded += batch.fresh.len() as u64;
+        self.from_cache += (batch.vectors.len() - batch.fresh.len()) as u64;
+    }
+
+    /// Moves the progress bar, when it counts chunks.
+    fn show(&self, progress: &dyn Progress, counting_chunks: &AtomicBool) {
+        if counting_chunks.load(Ordering::Relaxed) {
+            progress.set(self.restored.total_chunks + self.skipped.total_chunks);
+        }
     }
 }
 

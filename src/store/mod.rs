@@ -49,6 +49,17 @@ pub enum StoreError {
     /// The caller's callback stopped the iteration (its own error says why).
     #[error("stopped by the caller")]
     Stopped,
+    /// A value could not be encoded for the database.
+    #[error("cannot encode column {column}: {reason}")]
+    Encode {
+        /// The column.
+        column: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// A temporary file the store writes through failed.
+    #[error("temporary file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Result of store operations.
@@ -127,6 +138,37 @@ pub struct ChunkEmbeddings<'a> {
     pub model: &'a str,
     /// One vector per chunk.
     pub vectors: &'a [Vec<f32>],
+}
+
+/// A batch handed over to [`WriteTransaction::insert_stream`]: analyses with their chunks and
+/// artifacts, and one vector per chunk (counting across analyses, in order) or none.
+#[derive(Debug)]
+pub struct Batch {
+    /// The analyses.
+    pub analyses: Vec<Analysis>,
+    /// One vector per chunk, or `None` to leave the chunks without embeddings.
+    pub vectors: Option<Vec<Vec<f32>>>,
+}
+
+/// Where a streamed insert gets its batches: `Ok(None)` when there are no more,
+/// `Err(StoreError::Stopped)` to give up (the caller's own error says why).
+pub type BatchSource<'a> = dyn FnMut() -> Result<Option<Batch>> + 'a;
+
+/// Inserts batch after batch with [`WriteTransaction::insert_batch`]: what
+/// [`WriteTransaction::insert_stream`] does where a store has nothing faster.
+pub fn insert_each(
+    tx: &mut (impl WriteTransaction + ?Sized),
+    model: &str,
+    next: &mut BatchSource<'_>,
+) -> Result<()> {
+    while let Some(batch) = next()? {
+        let embeddings = batch
+            .vectors
+            .as_deref()
+            .map(|vectors| ChunkEmbeddings { model, vectors });
+        tx.insert_batch(&batch.analyses, embeddings)?;
+    }
+    Ok(())
 }
 
 /// SHA-256 of a chunk's text: with the model id, the key of the embedding cache.
@@ -267,6 +309,15 @@ pub trait WriteTransaction {
         analyses: &[Analysis],
         embeddings: Option<ChunkEmbeddings<'_>>,
     ) -> Result<()>;
+    /// Inserts every batch `next` hands over, with embeddings made by `model`, until it returns
+    /// `Ok(None)`. Meant for a bulk load (after [`WriteTransaction::delete_all`] or a true
+    /// [`WriteTransaction::load_in_bulk_if_empty`]) in which nothing else is asked of the
+    /// transaction until the stream ends. PostgreSQL then sends every chunk through one `COPY`
+    /// that stays open for the whole stream, so the server never waits between batches; other
+    /// stores insert batch by batch ([`insert_each`]).
+    fn insert_stream(&mut self, model: &str, next: &mut BatchSource<'_>) -> Result<()> {
+        insert_each(self, model, next)
+    }
     /// The models and dimensions of the embeddings the database holds, with chunk counts.
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
     /// Prepares storage for vectors of `dimension`. PostgreSQL types the vector column

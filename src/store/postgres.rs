@@ -13,20 +13,27 @@
 //!   the libpq variables `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`,
 //!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
 
+mod copy;
+mod tls;
+
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
-    blob_to_vector, redact_url, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest,
-    EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot, NativeTools, OpenOptions,
-    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
+    blob_to_vector, insert_each, redact_url, vector_to_blob, BatchSource, ChunkEmbeddings,
+    ChunkText, ContentDigest, EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot,
+    NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store, StoreError,
+    WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
-use postgres::binary_copy::BinaryCopyInWriter;
+use copy::BinaryRows;
+use pgvector::Vector;
 use postgres::config::SslMode;
 use postgres::types::{Json, ToSql, Type};
 use postgres::{Client, Config, IsolationLevel, Row, Transaction};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -186,18 +193,13 @@ impl PostgresStore {
     pub fn open(url: &str, options: &OpenOptions) -> Result<Self> {
         valid_schema(&options.schema)?;
         let config = config(url)?;
-        let connector = native_tls::TlsConnector::new()
-            .map_err(|e| StoreError::Schema(format!("TLS set-up failed: {e}")))?;
-        let client = config
-            .clone()
-            .connect(postgres_native_tls::MakeTlsConnector::new(connector))
-            .map_err(|e| {
-                StoreError::Schema(format!(
-                    "cannot connect to {}: {}",
-                    redact_url(url),
-                    describe(&e)
-                ))
-            })?;
+        let client = config.clone().connect(tls::LazyTls).map_err(|e| {
+            StoreError::Schema(format!(
+                "cannot connect to {}: {}",
+                redact_url(url),
+                describe(&e)
+            ))
+        })?;
         let mut store = PostgresStore {
             client,
             config,
@@ -965,6 +967,119 @@ impl ReadSnapshot for PgSnapshot<'_> {
     }
 }
 
+fn copy_sql(table: &str, columns: &[&str]) -> String {
+    format!(
+        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+        columns.join(", ")
+    )
+}
+
+/// Columns of a chunk row as goldset writes it: the chunk, then its embedding.
+fn chunk_columns() -> Vec<&'static str> {
+    [schema::CHUNK_COLUMNS, schema::EMBEDDING_COLUMNS].concat()
+}
+
+/// Binary `COPY` data of the three tables for a run of batches, each table to its own writer.
+struct TableRows<A: Write, C: Write, R: Write> {
+    analyses: BinaryRows<A>,
+    chunks: BinaryRows<C>,
+    artifacts: BinaryRows<R>,
+}
+
+impl<A: Write, C: Write, R: Write> TableRows<A, C, R> {
+    fn new(analyses: A, chunks: C, artifacts: R, vector: Type) -> Self {
+        TableRows {
+            analyses: BinaryRows::new(
+                analyses,
+                schema::ANALYSIS_COLUMNS,
+                vec![
+                    Type::UUID,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::JSONB,
+                ],
+            ),
+            chunks: BinaryRows::new(
+                chunks,
+                &chunk_columns(),
+                vec![
+                    Type::UUID,
+                    Type::UUID,
+                    Type::INT4,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    vector,
+                    Type::TEXT,
+                ],
+            ),
+            artifacts: BinaryRows::new(
+                artifacts,
+                schema::ARTIFACT_COLUMNS,
+                vec![Type::UUID, Type::UUID, Type::TEXT, Type::JSONB, Type::JSONB],
+            ),
+        }
+    }
+
+    /// Appends `analyses` with their chunks and artifacts; with `vectors`, one per chunk in
+    /// order, made by `model`.
+    fn write(
+        &mut self,
+        analyses: &[Analysis],
+        vectors: Option<impl Iterator<Item = Vector>>,
+        model: Option<&str>,
+    ) -> Result<()> {
+        let mut vectors = vectors.map(|v| v.map(Some));
+        let model = vectors.as_ref().and(model);
+        for a in analyses {
+            let created = offset_date_time(a.created_at)?;
+            self.analyses.write(&[
+                &a.id,
+                &a.url,
+                &a.content_type,
+                &a.status,
+                &created,
+                &Json(&a.findings),
+            ])?;
+            for c in &a.chunks {
+                let vector: Option<Vector> = vectors.as_mut().and_then(|v| v.next()).flatten();
+                self.chunks.write(&[
+                    &c.id,
+                    &a.id,
+                    &(c.chunk_index as i32),
+                    &c.content,
+                    &c.section_title,
+                    &c.section_path,
+                    &c.content_type,
+                    &vector,
+                    &model,
+                ])?;
+            }
+            if let Some(r) = &a.artifact {
+                self.artifacts.write(&[
+                    &r.id,
+                    &a.id,
+                    &r.summary,
+                    &Json(&r.key_findings),
+                    &Json(&r.metadata),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(A, C, R)> {
+        Ok((
+            self.analyses.finish()?,
+            self.chunks.finish()?,
+            self.artifacts.finish()?,
+        ))
+    }
+}
+
 /// A write transaction on the store's connection, under the schema's advisory lock. Dropped
 /// without commit, it rolls back and releases the lock.
 struct PgWrite<'c> {
@@ -989,24 +1104,10 @@ impl Drop for PgWrite<'_> {
 }
 
 impl PgWrite<'_> {
-    fn copy_in(
-        &mut self,
-        table: &str,
-        columns: &[&str],
-        types: &[Type],
-        rows: &[Vec<&(dyn ToSql + Sync)>],
-    ) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-            columns.join(", ")
-        );
-        let mut writer = BinaryCopyInWriter::new(self.client.copy_in(&sql)?, types);
-        for row in rows {
-            writer.write(row)?;
-        }
+    /// Runs `COPY table (columns) FROM STDIN (FORMAT binary)` with `data`, already encoded.
+    fn copy_in(&mut self, table: &str, columns: &[&str], data: &mut impl Read) -> Result<()> {
+        let mut writer = self.client.copy_in(&copy_sql(table, columns))?;
+        io::copy(data, &mut writer).map_err(copy::io_error)?;
         writer.finish()?;
         Ok(())
     }
@@ -1172,116 +1273,56 @@ impl WriteTransaction for PgWrite<'_> {
         analyses: &[Analysis],
         embeddings: Option<ChunkEmbeddings<'_>>,
     ) -> Result<()> {
+        let mut rows = TableRows::new(Vec::new(), Vec::new(), Vec::new(), self.vector_type()?);
+        let vectors = embeddings.map(|e| e.vectors.iter().map(|v| Vector::from(v.clone())));
+        rows.write(analyses, vectors, embeddings.map(|e| e.model))?;
+        let (analyses, chunks, artifacts) = rows.finish()?;
         let n = self.names;
-        // Owned values that the COPY rows borrow.
-        let created: Vec<OffsetDateTime> = analyses
-            .iter()
-            .map(|a| offset_date_time(a.created_at))
-            .collect::<Result<_>>()?;
-        let findings: Vec<Json<&Vec<Finding>>> =
-            analyses.iter().map(|a| Json(&a.findings)).collect();
-        let rows: Vec<Vec<&(dyn ToSql + Sync)>> = analyses
-            .iter()
-            .enumerate()
-            .map(|(i, a)| -> Vec<&(dyn ToSql + Sync)> {
-                vec![
-                    &a.id,
-                    &a.url,
-                    &a.content_type,
-                    &a.status,
-                    &created[i],
-                    &findings[i],
-                ]
-            })
-            .collect();
+        // Parents first: outside a bulk load the foreign keys are checked row by row.
         self.copy_in(
             &n.analyses,
             schema::ANALYSIS_COLUMNS,
-            &[
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TIMESTAMPTZ,
-                Type::JSONB,
-            ],
-            &rows,
+            &mut analyses.as_slice(),
         )?;
-
-        let chunks: Vec<(Uuid, &Chunk)> = analyses
-            .iter()
-            .flat_map(|a| a.chunks.iter().map(move |c| (a.id, c)))
-            .collect();
-        let indexes: Vec<i32> = chunks.iter().map(|(_, c)| c.chunk_index as i32).collect();
-        let vectors: Vec<Option<pgvector::Vector>> = match embeddings {
-            Some(e) => e
-                .vectors
-                .iter()
-                .map(|v| Some(pgvector::Vector::from(v.clone())))
-                .collect(),
-            None => vec![None; chunks.len()],
-        };
-        let model: Option<&str> = embeddings.map(|e| e.model);
-        let rows: Vec<Vec<&(dyn ToSql + Sync)>> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, (owner, c))| -> Vec<&(dyn ToSql + Sync)> {
-                vec![
-                    &c.id,
-                    owner,
-                    &indexes[i],
-                    &c.content,
-                    &c.section_title,
-                    &c.section_path,
-                    &c.content_type,
-                    &vectors[i],
-                    &model,
-                ]
-            })
-            .collect();
-        let mut columns = schema::CHUNK_COLUMNS.to_vec();
-        columns.extend_from_slice(schema::EMBEDDING_COLUMNS);
-        let vector = self.vector_type()?;
-        self.copy_in(
-            &n.chunks,
-            &columns,
-            &[
-                Type::UUID,
-                Type::UUID,
-                Type::INT4,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                vector,
-                Type::TEXT,
-            ],
-            &rows,
-        )?;
-
-        let artifacts: Vec<(Uuid, &Artifact)> = analyses
-            .iter()
-            .filter_map(|a| a.artifact.as_ref().map(|r| (a.id, r)))
-            .collect();
-        let key_findings: Vec<Json<&Vec<Value>>> = artifacts
-            .iter()
-            .map(|(_, r)| Json(&r.key_findings))
-            .collect();
-        let metadata: Vec<Json<&Map<String, Value>>> =
-            artifacts.iter().map(|(_, r)| Json(&r.metadata)).collect();
-        let rows: Vec<Vec<&(dyn ToSql + Sync)>> = artifacts
-            .iter()
-            .enumerate()
-            .map(|(i, (owner, r))| -> Vec<&(dyn ToSql + Sync)> {
-                vec![&r.id, owner, &r.summary, &key_findings[i], &metadata[i]]
-            })
-            .collect();
+        self.copy_in(&n.chunks, &chunk_columns(), &mut chunks.as_slice())?;
         self.copy_in(
             &n.artifacts,
             schema::ARTIFACT_COLUMNS,
-            &[Type::UUID, Type::UUID, Type::TEXT, Type::JSONB, Type::JSONB],
-            &rows,
+            &mut artifacts.as_slice(),
         )
+    }
+
+    /// In a bulk load, one `COPY` of chunks stays open for the whole stream: the server loads
+    /// rows while the next batch is parsed and embedded, instead of finishing a statement and
+    /// waiting for the next one three times a batch. Analyses and artifacts (a tenth of the
+    /// bytes) wait in unnamed temporary files and are copied after the chunks; the foreign keys
+    /// are dropped until the rebuild before `COMMIT` checks them all.
+    fn insert_stream(&mut self, model: &str, next: &mut BatchSource<'_>) -> Result<()> {
+        if self.rebuild.is_none() {
+            return insert_each(self, model, next);
+        }
+        let n = self.names;
+        let vector = self.vector_type()?;
+        let spool = || -> Result<BufWriter<File>> { Ok(BufWriter::new(tempfile::tempfile()?)) };
+        let mut chunk_copy = self
+            .client
+            .copy_in(&copy_sql(&n.chunks, &chunk_columns()))?;
+        let mut rows = TableRows::new(spool()?, &mut chunk_copy, spool()?, vector);
+        while let Some(batch) = next()? {
+            let vectors = batch.vectors.map(|v| v.into_iter().map(Vector::from));
+            rows.write(&batch.analyses, vectors, Some(model))?;
+        }
+        let (analyses, _, artifacts) = rows.finish()?;
+        chunk_copy.finish()?;
+        for (table, columns, spooled) in [
+            (&n.analyses, schema::ANALYSIS_COLUMNS, analyses),
+            (&n.artifacts, schema::ARTIFACT_COLUMNS, artifacts),
+        ] {
+            let mut file = spooled.into_inner().map_err(|e| e.into_error())?;
+            file.rewind()?;
+            self.copy_in(table, columns, &mut BufReader::new(file))?;
+        }
+        Ok(())
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
