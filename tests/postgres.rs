@@ -273,3 +273,75 @@ fn a_replace_bulk_load_rebuilds_every_index_and_constraint() {
     ));
     assert!(dup.is_err(), "the primary key is back");
 }
+
+/// Chunk ids of a backup file, in file order.
+fn chunk_ids(file: &std::path::Path) -> Vec<String> {
+    let backup: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    backup["analyses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["chunks"].as_array().unwrap().iter())
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_bulk_load_streamed_over_many_batches_gives_back_the_same_file() {
+    let Some(ws) = pg() else { return };
+    ws.generate("many.json", 120);
+    // Into an empty schema (additive) and over existing data (--replace): both stream.
+    for replace in [false, true] {
+        let mut args = vec![
+            "restore",
+            "-q",
+            "--batch-chunks",
+            "64",
+            "--file",
+            "many.json",
+        ];
+        if replace {
+            args.push("--replace");
+        }
+        ws.ok(&args);
+        ws.ok(&["backup", "-q", "--status", "all", "--file", "out.json"]);
+        let read =
+            |name: &str| without_created_at(&std::fs::read_to_string(ws.path(name)).unwrap());
+        assert_eq!(read("out.json"), read("many.json"), "replace: {replace}");
+    }
+    let counts = ws.rows(
+        "",
+        "SELECT count(*)::text, count(embedding)::text FROM chunks",
+    );
+    assert_eq!(counts, ["1200|1200"]);
+}
+
+#[test]
+fn a_server_error_in_the_middle_of_a_streamed_load_changes_nothing() {
+    let Some(ws) = pg() else { return };
+    ws.load(&sample());
+    ws.generate("many.json", 120);
+    // A constraint of the user's (a bulk load keeps CHECK constraints) refuses one chunk deep in
+    // the file, long after the COPY of chunks started.
+    let ids = chunk_ids(&ws.path("many.json"));
+    let refused = &ids[ids.len() * 3 / 4];
+    ws.sql(&format!(
+        "ALTER TABLE chunks ADD CONSTRAINT not_this_chunk CHECK (id <> '{refused}')"
+    ));
+    let before = ws.fingerprint();
+    let out = ws.run(&[
+        "restore",
+        "-q",
+        "--replace",
+        "--batch-chunks",
+        "64",
+        "--file",
+        "many.json",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not_this_chunk"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(ws.fingerprint(), before, "the failed load changed nothing");
+}
