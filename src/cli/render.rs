@@ -2,6 +2,7 @@
 
 use super::Format;
 use goldset::ops::backup::BackupSummary;
+use goldset::ops::cache::CacheSummary;
 use goldset::ops::diff::{Change, Diff};
 use goldset::ops::history::LogEntry;
 use goldset::ops::reembed::ReembedSummary;
@@ -50,6 +51,38 @@ impl Output {
         match self.format {
             Format::Json => self.json(json!({"ok": true, "command": command, "database": location, "inventory": inventory})),
             Format::Text => self.line(format!("{command}: {location} holds {inventory}")),
+        }
+    }
+
+    pub fn cache(&self, location: &str, s: &CacheSummary) {
+        match self.format {
+            Format::Json => self
+                .json(json!({"ok": true, "command": "cache", "database": location, "summary": s})),
+            Format::Text => {
+                for m in &s.models {
+                    self.line(format!(
+                        "  {} ({} dimensions): {} entries, {}, {} unused",
+                        m.model,
+                        m.dimension,
+                        m.entries,
+                        size(m.bytes),
+                        m.unused
+                    ));
+                }
+                let mut text = "cache: ".to_owned();
+                if let Some(r) = s.removed {
+                    text += &format!("removed {} entries ({}); ", r.entries, size(r.bytes));
+                }
+                let models = s.models.len();
+                text += &format!(
+                    "{location} caches {} embeddings ({}) for {models} model{}, {} of them used by no chunk",
+                    s.entries(),
+                    size(s.bytes()),
+                    if models == 1 { "" } else { "s" },
+                    s.unused()
+                );
+                self.line(text);
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod backup;
+pub mod cache;
 pub mod diff;
 pub mod embedding;
 pub mod history;

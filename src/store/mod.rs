@@ -221,6 +221,21 @@ pub struct EmbeddingHealth {
     pub examples: Vec<String>,
 }
 
+/// What the embedding cache holds for one model and vector length.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheUsage {
+    /// Model id.
+    pub model: String,
+    /// Vector length.
+    pub dimension: usize,
+    /// Entries (texts).
+    pub entries: u64,
+    /// Bytes of vectors.
+    pub bytes: u64,
+    /// Entries whose text no chunk embedded by this model has: what a prune removes.
+    pub unused: u64,
+}
+
 /// Where the PostgreSQL client tools are (`--pg-bin`); `None` looks them up on `PATH`.
 #[derive(Debug, Clone, Default)]
 pub struct NativeTools {
@@ -281,6 +296,8 @@ pub trait ReadSnapshot {
     ) -> Result<()>;
     /// Chunks and artifacts whose analysis is missing (first few ids, and the number).
     fn orphans(&mut self) -> Result<(u64, Vec<String>)>;
+    /// What the embedding cache holds, per model and dimension.
+    fn embedding_cache(&mut self) -> Result<Vec<CacheUsage>>;
     /// Checks every chunk's embedding against `model` and `dimension`.
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth>;
     /// The models and dimensions of the embeddings, with chunk counts.
@@ -345,6 +362,9 @@ pub trait WriteTransaction {
     ) -> Result<Vec<ChunkText>>;
     /// Replaces the embeddings of these chunks with vectors made by `model`.
     fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()>;
+    /// Removes the embedding cache's entries that no chunk uses (with `everything`, all of
+    /// them); returns how many entries and how many bytes of vectors went.
+    fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)>;
     /// Makes everything durable.
     fn commit(self: Box<Self>) -> Result<()>;
 }

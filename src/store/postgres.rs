@@ -18,10 +18,10 @@ mod tls;
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
-    blob_to_vector, insert_each, redact_url, vector_to_blob, BatchSource, ChunkEmbeddings,
-    ChunkText, ContentDigest, EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot,
-    NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store, StoreError,
-    WriteTransaction,
+    blob_to_vector, insert_each, redact_url, vector_to_blob, BatchSource, CacheUsage,
+    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingHealth, EmbeddingModel, Existing,
+    Inventory, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store,
+    StoreError, WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -727,6 +727,43 @@ fn embedding_models(
         .collect())
 }
 
+/// The (model, text digest) pairs that chunks use.
+fn used_cache_keys(n: &Names) -> String {
+    format!(
+        "SELECT DISTINCT embedding_model AS model, sha256(convert_to(content, 'UTF8')) AS digest
+           FROM {} WHERE embedding_model IS NOT NULL",
+        n.chunks
+    )
+}
+
+fn embedding_cache(
+    client: &mut impl postgres::GenericClient,
+    n: &Names,
+) -> Result<Vec<CacheUsage>> {
+    let rows = client.query(
+        &format!(
+            "WITH used AS ({})
+             SELECT c.model, octet_length(c.embedding) / 4, count(*),
+                    sum(octet_length(c.embedding))::bigint, count(*) FILTER (WHERE u.model IS NULL)
+               FROM {} c LEFT JOIN used u ON u.model = c.model AND u.digest = c.content_sha256
+              GROUP BY 1, 2 ORDER BY 1, 2",
+            used_cache_keys(n),
+            n.cache
+        ),
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| CacheUsage {
+            model: r.get(0),
+            dimension: r.get::<_, i32>(1) as usize,
+            entries: r.get::<_, i64>(2) as u64,
+            bytes: r.get::<_, i64>(3) as u64,
+            unused: r.get::<_, i64>(4) as u64,
+        })
+        .collect())
+}
+
 fn micros(t: OffsetDateTime) -> Timestamp {
     Timestamp::from_unix_micros((t.unix_timestamp_nanos() / 1000) as i64)
 }
@@ -893,6 +930,10 @@ impl ReadSnapshot for PgSnapshot<'_> {
         Ok(())
     }
 
+    fn embedding_cache(&mut self) -> Result<Vec<CacheUsage>> {
+        embedding_cache(&mut self.tx, self.names)
+    }
+
     fn orphans(&mut self) -> Result<(u64, Vec<String>)> {
         let n = self.names;
         let rows = self.tx.query(
@@ -1032,7 +1073,7 @@ impl<A: Write, C: Write, R: Write> TableRows<A, C, R> {
         vectors: Option<impl Iterator<Item = Vector>>,
         model: Option<&str>,
     ) -> Result<()> {
-        let mut vectors = vectors.map(|v| v.map(Some));
+        let mut vectors = vectors;
         let model = vectors.as_ref().and(model);
         for a in analyses {
             let created = offset_date_time(a.created_at)?;
@@ -1045,7 +1086,15 @@ impl<A: Write, C: Write, R: Write> TableRows<A, C, R> {
                 &Json(&a.findings),
             ])?;
             for c in &a.chunks {
-                let vector: Option<Vector> = vectors.as_mut().and_then(|v| v.next()).flatten();
+                let vector = match vectors.as_mut() {
+                    Some(v) => Some(v.next().ok_or_else(|| {
+                        StoreError::Refused(format!(
+                            "no embedding was handed over for chunk {}",
+                            c.id
+                        ))
+                    })?),
+                    None => None,
+                };
                 self.chunks.write(&[
                     &c.id,
                     &a.id,
@@ -1457,6 +1506,26 @@ impl WriteTransaction for PgWrite<'_> {
             &[&model, &ids, &vectors],
         )?;
         Ok(())
+    }
+
+    fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {
+        let n = self.names;
+        let condition = if everything {
+            ""
+        } else {
+            "WHERE NOT EXISTS (SELECT 1 FROM used u WHERE u.model = c.model AND u.digest = c.content_sha256)"
+        };
+        let row = self.client.query_one(
+            &format!(
+                "WITH used AS ({}),
+                      gone AS (DELETE FROM {} c {condition} RETURNING octet_length(c.embedding) AS bytes)
+                 SELECT count(*), coalesce(sum(bytes), 0)::bigint FROM gone",
+                used_cache_keys(n),
+                n.cache
+            ),
+            &[],
+        )?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

@@ -12,17 +12,19 @@
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
-    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingHealth,
-    EmbeddingModel, Existing, Inventory, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot,
-    RecordKind, Result, Store, StoreError, WriteTransaction,
+    blob_to_vector, vector_to_blob, CacheUsage, ChunkEmbeddings, ChunkText, ContentDigest,
+    EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot, NativeTools, OpenOptions,
+    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
-use rusqlite::types::Value as SqlValue;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{
     params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
     TransactionBehavior,
 };
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
@@ -91,6 +93,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        register_sha256(&conn)?;
         let mut store = SqliteStore {
             conn,
             path: path.to_owned(),
@@ -253,6 +256,51 @@ fn embedding_models(conn: &Connection) -> Result<Vec<EmbeddingModel>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// `goldset_sha256(text)`: the SHA-256 of a text's UTF-8 bytes, the embedding cache's key.
+fn register_sha256(conn: &Connection) -> Result<()> {
+    conn.create_scalar_function(
+        "goldset_sha256",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let digest = match ctx.get_raw(0) {
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Sha256::digest(bytes),
+                _ => return Ok(None),
+            };
+            Ok(Some(digest.to_vec()))
+        },
+    )?;
+    Ok(())
+}
+
+/// The (model, text digest) pairs that chunks use (never NULL, so `NOT IN` works).
+fn used_cache_keys() -> String {
+    format!(
+        "SELECT DISTINCT embedding_model, goldset_sha256(content) FROM {CHUNKS}
+          WHERE embedding_model IS NOT NULL"
+    )
+}
+
+fn embedding_cache(conn: &Connection) -> Result<Vec<CacheUsage>> {
+    let mut stmt = conn.prepare(&format!(
+        "WITH used (model, digest) AS ({})
+         SELECT c.model, length(c.embedding) / 4, count(*), sum(length(c.embedding)), sum(u.model IS NULL)
+           FROM {EMBEDDING_CACHE} c LEFT JOIN used u ON u.model = c.model AND u.digest = c.content_sha256
+          GROUP BY 1, 2 ORDER BY 1, 2",
+        used_cache_keys()
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CacheUsage {
+            model: r.get(0)?,
+            dimension: r.get::<_, i64>(1)? as usize,
+            entries: r.get::<_, i64>(2)? as u64,
+            bytes: r.get::<_, i64>(3)? as u64,
+            unused: r.get::<_, i64>(4)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn uuid_at(row: &Row, i: usize) -> Result<Uuid> {
     let text: String = row.get(i)?;
     Uuid::try_parse(&text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
@@ -376,6 +424,10 @@ impl ReadSnapshot for SqliteSnapshot<'_> {
             visit(analysis)?;
         }
         Ok(())
+    }
+
+    fn embedding_cache(&mut self) -> Result<Vec<CacheUsage>> {
+        embedding_cache(&self.tx)
     }
 
     fn orphans(&mut self) -> Result<(u64, Vec<String>)> {
@@ -637,6 +689,27 @@ impl WriteTransaction for SqliteWrite<'_> {
             stmt.execute(params![vector_to_blob(vector), model, id.to_string()])?;
         }
         Ok(())
+    }
+
+    fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {
+        let condition = if everything {
+            String::new()
+        } else {
+            format!(
+                "WHERE (model, content_sha256) NOT IN ({})",
+                used_cache_keys()
+            )
+        };
+        let (entries, bytes): (i64, i64) = self.tx.query_row(
+            &format!(
+                "SELECT count(*), coalesce(sum(length(embedding)), 0) FROM {EMBEDDING_CACHE} {condition}"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.tx
+            .execute(&format!("DELETE FROM {EMBEDDING_CACHE} {condition}"), [])?;
+        Ok((entries as u64, bytes as u64))
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
