@@ -100,7 +100,10 @@ const BATCHES_IN_FLIGHT: usize = 2;
 ///
 /// Three stages overlap: a reader thread parses and validates the file into batches, an
 /// embedding thread embeds them, and this thread resolves conflicts and writes, all inside one
-/// transaction that commits only when the whole file has proved valid.
+/// transaction that commits only when the whole file has proved valid. A bulk load (`--replace`
+/// or an empty database) with an embedder that needs no cache has nothing to look up between
+/// batches: the batches then go from the reader straight to the embedding thread, and the store
+/// takes them as one stream ([`WriteTransaction::insert_stream`]).
 pub fn restore(
     store: &mut dyn Store,
     embedder: &dyn Embedder,
