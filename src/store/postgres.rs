@@ -1352,7 +1352,16 @@ impl WriteTransaction for PgWrite<'_> {
         }
         let n = self.names;
         let vector = self.vector_type()?;
-        let spool = || -> Result<BufWriter<File>> { Ok(BufWriter::new(tempfile::tempfile()?)) };
+        let spool = || -> Result<BufWriter<File>> {
+            let file = tempfile::tempfile().map_err(|e| {
+                let dir = std::env::temp_dir();
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create one in {}: {e}", dir.display()),
+                )
+            })?;
+            Ok(BufWriter::new(file))
+        };
         let mut chunk_copy = self
             .client
             .copy_in(&copy_sql(&n.chunks, &chunk_columns()))?;
