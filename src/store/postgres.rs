@@ -509,6 +509,12 @@ fn postgres_migrations(n: &Names) -> Vec<String> {
          )",
             n.cache
         ),
+        // Version 3 rebuilt SQLite's cache table; a PostgreSQL heap row already keeps a vector
+        // inline, so here the step only documents the table and keeps the versions in step.
+        format!(
+            "COMMENT ON TABLE {} IS 'goldset embedding cache: vectors by model and SHA-256 of the text; derived data, never backed up'",
+            n.cache
+        ),
     ]
 }
 

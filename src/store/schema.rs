@@ -39,7 +39,7 @@ pub const EMBEDDING_COLUMNS: &[&str] = &["embedding", "embedding_model"];
 pub const ARTIFACT_COLUMNS: &[&str] = &["id", "analysis_id", "summary", "key_findings", "metadata"];
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// SQLite migrations; entry `i` brings the schema from version `i` to `i + 1`.
 ///
@@ -84,6 +84,22 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
     embedding      BLOB NOT NULL,
     PRIMARY KEY (model, content_sha256)
 ) WITHOUT ROWID;
+",
+    // Version 3: the cache as an ordinary rowid table. A WITHOUT ROWID row keeps at most about a
+    // quarter of a page in the b-tree and spills the rest of a 1.5 KB vector into an overflow
+    // page of its own, so each entry took ~4.7 KB on disk (and in every native snapshot); a rowid
+    // table keeps the whole row in its leaf page (~1.6 KB per 384-dimension entry).
+    "
+CREATE TABLE embedding_cache_v3 (
+    model          TEXT NOT NULL,
+    content_sha256 BLOB NOT NULL,
+    embedding      BLOB NOT NULL,
+    UNIQUE (model, content_sha256)
+);
+INSERT INTO embedding_cache_v3 (model, content_sha256, embedding)
+    SELECT model, content_sha256, embedding FROM embedding_cache;
+DROP TABLE embedding_cache;
+ALTER TABLE embedding_cache_v3 RENAME TO embedding_cache;
 ",
 ];
 

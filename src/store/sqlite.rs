@@ -717,3 +717,80 @@ impl WriteTransaction for SqliteWrite<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-2 database (WITHOUT ROWID cache) migrates to version 3 with every cache entry
+    /// kept, and the entries then sit in their leaf pages instead of an overflow page each.
+    #[test]
+    fn migration_3_keeps_the_cache_and_stores_entries_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let entries = 300usize;
+        let vector = |i: usize| -> Vec<f32> { (0..384).map(|j| (i * 384 + j) as f32).collect() };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::SQLITE_MIGRATIONS[0]).unwrap();
+            conn.execute_batch(schema::SQLITE_MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            for i in 0..entries {
+                conn.execute(
+                    "INSERT INTO embedding_cache VALUES ('m', ?1, ?2)",
+                    params![
+                        Sha256::digest(i.to_string()).to_vec(),
+                        vector_to_blob(&vector(i))
+                    ],
+                )
+                .unwrap();
+            }
+            // More than a page per entry: the b-tree cell plus an overflow page each.
+            let before = cache_pages(&conn);
+            assert!(before > entries as i64, "{before}");
+        }
+        let options = OpenOptions {
+            create: false,
+            ..OpenOptions::default()
+        };
+        let store = SqliteStore::open(&path, &options).unwrap();
+        let version: u32 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema::SCHEMA_VERSION);
+        let mut stmt = store
+            .conn
+            .prepare("SELECT content_sha256, embedding FROM embedding_cache WHERE model = 'm'")
+            .unwrap();
+        let mut found = std::collections::HashMap::new();
+        for row in stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .unwrap()
+        {
+            let (digest, blob) = row.unwrap();
+            found.insert(digest, blob_to_vector(&blob));
+        }
+        assert_eq!(found.len(), entries);
+        for i in 0..entries {
+            assert_eq!(found[&Sha256::digest(i.to_string()).to_vec()], vector(i));
+        }
+        // ~1.6 KB entries, two per 4 KB page: ~150 pages.
+        let pages = cache_pages(&store.conn);
+        assert!(
+            pages <= entries as i64 / 2 + 10,
+            "embedding_cache takes {pages} pages"
+        );
+    }
+
+    fn cache_pages(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM dbstat WHERE name = 'embedding_cache'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+}
