@@ -228,9 +228,13 @@ impl LocalEmbedder {
         }
         let digest = {
             use sha2::{Digest, Sha256};
-            let bytes = std::fs::read(&weights)
+            // Streamed: the weights are not held in memory twice (here and in the mapping).
+            let mut hasher = Sha256::new();
+            std::fs::File::open(&weights)
+                .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
                 .map_err(|e| failed(format!("{}: {e}", weights.display())))?;
-            Sha256::digest(&bytes)
+            hasher
+                .finalize()
                 .iter()
                 .take(6)
                 .map(|b| format!("{b:02x}"))
