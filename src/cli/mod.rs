@@ -260,8 +260,8 @@ struct RestoreArgs {
 #[derive(Debug, Args)]
 struct CacheArgs {
     /// Remove the entries whose text no chunk embedded by their model has (edited or deleted
-    /// texts, models no longer used). SQLite reuses the freed pages; `VACUUM` returns them to
-    /// the file system.
+    /// texts, models no longer used). On SQLite the file is then compacted (`VACUUM`), so
+    /// that the space goes back to the file system and out of later snapshots.
     #[arg(long, conflicts_with = "clear")]
     prune: bool,
     /// Remove every entry (the next restore embeds every chunk with the model again).

@@ -73,6 +73,13 @@ impl Output {
                 if let Some(r) = s.removed {
                     text += &format!("removed {} entries ({}); ", r.entries, size(r.bytes));
                 }
+                if let Some(c) = s.compacted {
+                    text += &format!(
+                        "file compacted from {} to {}; ",
+                        size(c.bytes_before),
+                        size(c.bytes_after)
+                    );
+                }
                 let models = s.models.len();
                 text += &format!(
                     "{location} caches {} embeddings ({}) for {models} model{}, {} of them used by no chunk",

@@ -7,7 +7,7 @@
 //! the database has. What is left is what restoring the database's own backup would look up.
 
 use super::OpError;
-use crate::store::{CacheUsage, Store};
+use crate::store::{CacheUsage, Compaction, Store};
 use std::time::{Duration, Instant};
 
 /// What the embedding cache holds, and what a prune removed.
@@ -17,6 +17,8 @@ pub struct CacheSummary {
     pub models: Vec<CacheUsage>,
     /// Entries and bytes removed (`None` when nothing was asked to be removed).
     pub removed: Option<Removed>,
+    /// The database file compacted after removing entries (SQLite only).
+    pub compacted: Option<Compaction>,
     /// Time taken.
     #[serde(serialize_with = "crate::ops::serialize_seconds")]
     pub elapsed: Duration,
@@ -60,22 +62,34 @@ pub enum CacheAction {
 }
 
 /// Reports on the embedding cache of `store`, first pruning or clearing it (in one transaction,
-/// under the restore lock) if asked.
+/// under the restore lock) if asked; after removing entries, gives their space back to the file
+/// system where the store would keep it ([`Store::reclaim_space`]).
 pub fn cache(store: &mut dyn Store, action: CacheAction) -> Result<CacheSummary, OpError> {
     let started = Instant::now();
-    let removed = match action {
-        CacheAction::Report => None,
+    let (removed, compacted) = match action {
+        CacheAction::Report => (None, None),
         CacheAction::Prune | CacheAction::Clear => {
             let mut tx = store.begin()?;
             let (entries, bytes) = tx.prune_embedding_cache(action == CacheAction::Clear)?;
             tx.commit()?;
-            Some(Removed { entries, bytes })
+            let compacted = if entries > 0 {
+                store.reclaim_space().map_err(|e| {
+                    OpError::Refused(format!(
+                        "removed {entries} cache entries, but compacting {} failed: {e}",
+                        store.location()
+                    ))
+                })?
+            } else {
+                None
+            };
+            (Some(Removed { entries, bytes }), compacted)
         }
     };
     let models = store.snapshot()?.embedding_cache()?;
     Ok(CacheSummary {
         models,
         removed,
+        compacted,
         elapsed: started.elapsed(),
     })
 }

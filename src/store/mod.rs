@@ -236,6 +236,15 @@ pub struct CacheUsage {
     pub unused: u64,
 }
 
+/// A database file's size before and after [`Store::reclaim_space`] compacted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Compaction {
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
+
 /// Where the PostgreSQL client tools are (`--pg-bin`); `None` looks them up on `PATH`.
 #[derive(Debug, Clone, Default)]
 pub struct NativeTools {
@@ -279,6 +288,11 @@ pub trait Store: Send {
         snapshot: &NativeSnapshot,
         tools: &NativeTools,
     ) -> Result<()>;
+    /// Gives the space of deleted rows back to the file system, where the store keeps it for
+    /// itself otherwise: SQLite runs `VACUUM` when the file has free pages (a native snapshot
+    /// copies free pages too). `None` when nothing was done — always on PostgreSQL, which reuses
+    /// the space for later rows (autovacuum) and whose plain `VACUUM` would not shrink the files.
+    fn reclaim_space(&mut self) -> Result<Option<Compaction>>;
 }
 
 /// A consistent view of a store: everything read through it belongs to one moment.

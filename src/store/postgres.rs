@@ -19,9 +19,9 @@ mod tls;
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
     blob_to_vector, insert_each, redact_url, vector_to_blob, BatchSource, CacheUsage,
-    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingHealth, EmbeddingModel, Existing,
-    Inventory, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store,
-    StoreError, WriteTransaction,
+    ChunkEmbeddings, ChunkText, Compaction, ContentDigest, EmbeddingHealth, EmbeddingModel,
+    Existing, Inventory, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, RecordKind,
+    Result, Store, StoreError, WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -521,6 +521,10 @@ fn postgres_migrations(n: &Names) -> Vec<String> {
 impl Store for PostgresStore {
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn reclaim_space(&mut self) -> Result<Option<Compaction>> {
+        Ok(None)
     }
 
     fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot> {

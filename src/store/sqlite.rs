@@ -12,9 +12,10 @@
 
 use super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
-    blob_to_vector, vector_to_blob, CacheUsage, ChunkEmbeddings, ChunkText, ContentDigest,
-    EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot, NativeTools, OpenOptions,
-    ReadSnapshot, RecordKind, Result, Store, StoreError, WriteTransaction,
+    blob_to_vector, vector_to_blob, CacheUsage, ChunkEmbeddings, ChunkText, Compaction,
+    ContentDigest, EmbeddingHealth, EmbeddingModel, Existing, Inventory, NativeSnapshot,
+    NativeTools, OpenOptions, ReadSnapshot, RecordKind, Result, Store, StoreError,
+    WriteTransaction,
 };
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use crate::timestamp::Timestamp;
@@ -154,6 +155,24 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Ok(Box::new(SqliteWrite { tx }))
+    }
+
+    fn reclaim_space(&mut self) -> Result<Option<Compaction>> {
+        let pages = |conn: &Connection, pragma: &str| -> Result<u64> {
+            Ok(conn.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))? as u64)
+        };
+        if pages(&self.conn, "freelist_count")? == 0 {
+            return Ok(None);
+        }
+        let page_size = pages(&self.conn, "page_size")?;
+        let bytes_before = pages(&self.conn, "page_count")? * page_size;
+        // VACUUM rewrites the file through a temporary copy, atomically (journal included).
+        self.conn.execute_batch("VACUUM")?;
+        let bytes_after = pages(&self.conn, "page_count")? * page_size;
+        Ok(Some(Compaction {
+            bytes_before,
+            bytes_after,
+        }))
     }
 
     fn native_dump(&mut self, target: &Path, _tools: &NativeTools) -> Result<NativeSnapshot> {
