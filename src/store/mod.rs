@@ -289,9 +289,10 @@ pub trait Store: Send {
         tools: &NativeTools,
     ) -> Result<()>;
     /// Gives the space of deleted rows back to the file system, where the store keeps it for
-    /// itself otherwise: SQLite runs `VACUUM` when the file has free pages (a native snapshot
-    /// copies free pages too). `None` when nothing was done — always on PostgreSQL, which reuses
-    /// the space for later rows (autovacuum) and whose plain `VACUUM` would not shrink the files.
+    /// itself otherwise: SQLite runs `VACUUM` when 1 % or more of the file is free pages (a
+    /// native snapshot copies free pages too). `None` when nothing was done — always on
+    /// PostgreSQL, which reuses the space for later rows (autovacuum) and whose plain `VACUUM`
+    /// would not shrink the files.
     fn reclaim_space(&mut self) -> Result<Option<Compaction>>;
 }
 

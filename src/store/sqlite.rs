@@ -161,11 +161,16 @@ impl Store for SqliteStore {
         let pages = |conn: &Connection, pragma: &str| -> Result<u64> {
             Ok(conn.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))? as u64)
         };
-        if pages(&self.conn, "freelist_count")? == 0 {
+        // Rewriting the whole file is worth it from 1 % of it free, not for a few pages.
+        let (free, total) = (
+            pages(&self.conn, "freelist_count")?,
+            pages(&self.conn, "page_count")?,
+        );
+        if free == 0 || free * 100 < total {
             return Ok(None);
         }
         let page_size = pages(&self.conn, "page_size")?;
-        let bytes_before = pages(&self.conn, "page_count")? * page_size;
+        let bytes_before = total * page_size;
         // VACUUM rewrites the file through a temporary copy, atomically (journal included).
         self.conn.execute_batch("VACUUM")?;
         let bytes_after = pages(&self.conn, "page_count")? * page_size;
