@@ -99,11 +99,16 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
         };
-        store.migrate()?;
+        let from = store.migrate()?;
+        if from == 2 {
+            // Version 3 rebuilt the embedding cache; give the old table's pages back at once.
+            store.reclaim_space()?;
+        }
         Ok(store)
     }
 
-    fn migrate(&mut self) -> Result<()> {
+    /// Applies the missing migrations; returns the version the file was at.
+    fn migrate(&mut self) -> Result<u32> {
         let current: u32 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -115,7 +120,7 @@ impl SqliteStore {
             )));
         }
         if current as usize == schema::SQLITE_MIGRATIONS.len() {
-            return Ok(());
+            return Ok(current);
         }
         let tx = self
             .conn
@@ -130,7 +135,7 @@ impl SqliteStore {
         }
         tx.pragma_update(None, "user_version", schema::SQLITE_MIGRATIONS.len() as u32)?;
         tx.commit()?;
-        Ok(())
+        Ok(current)
     }
 }
 
@@ -747,7 +752,8 @@ mod tests {
     use super::*;
 
     /// A version-2 database (WITHOUT ROWID cache) migrates to version 3 with every cache entry
-    /// kept, and the entries then sit in their leaf pages instead of an overflow page each.
+    /// kept, the entries then sit in their leaf pages instead of an overflow page each, and the
+    /// file is compacted.
     #[test]
     fn migration_3_keeps_the_cache_and_stores_entries_inline() {
         let dir = tempfile::tempdir().unwrap();
@@ -783,6 +789,12 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, schema::SCHEMA_VERSION);
+        // The old table's pages went back to the file system.
+        let free: i64 = store
+            .conn
+            .pragma_query_value(None, "freelist_count", |r| r.get(0))
+            .unwrap();
+        assert_eq!(free, 0);
         let mut stmt = store
             .conn
             .prepare("SELECT content_sha256, embedding FROM embedding_cache WHERE model = 'm'")
