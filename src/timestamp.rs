@@ -25,6 +25,18 @@ impl Timestamp {
         Timestamp(micros)
     }
 
+    /// The earliest instant a backup can hold: 0001-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp(-62_135_596_800_000_000);
+    /// The latest instant a backup can hold: 9999-12-31T23:59:59.999999Z.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
+    /// The instant `micros` microseconds after the Unix epoch, when it lies within
+    /// [`Timestamp::MIN`]..=[`Timestamp::MAX`] (the years a backup can write).
+    pub fn checked_from_unix_micros(micros: i64) -> Option<Self> {
+        let t = Timestamp(micros);
+        (Self::MIN..=Self::MAX).contains(&t).then_some(t)
+    }
+
     /// Microseconds since the Unix epoch.
     pub fn unix_micros(self) -> i64 {
         self.0
@@ -164,6 +176,18 @@ impl Serialize for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_range_is_years_1_to_9999() {
+        assert_eq!(Timestamp::MIN.to_string(), "0001-01-01T00:00:00Z");
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59.999999Z");
+        let min = Timestamp::MIN.unix_micros();
+        let max = Timestamp::MAX.unix_micros();
+        assert!(Timestamp::checked_from_unix_micros(min).is_some());
+        assert!(Timestamp::checked_from_unix_micros(min - 1).is_none());
+        assert!(Timestamp::checked_from_unix_micros(max).is_some());
+        assert!(Timestamp::checked_from_unix_micros(max + 1).is_none());
+    }
 
     fn round(text: &str) -> String {
         Timestamp::parse(text).unwrap().to_string()

@@ -81,16 +81,21 @@ pub enum OpError {
         /// The first of them.
         examples: Vec<Existing>,
     },
-    /// The operation refuses to go on; the text says why and what to do.
+    /// The operation refuses to go on; the text says why and what to do. Nothing was changed.
     #[error("{0}")]
     Refused(String),
+    /// A native load committed, but the database then disagrees with the snapshot's manifest:
+    /// unlike every other error, the database *was* changed.
+    #[error("{0}")]
+    LoadedMismatch(String),
 }
 
 impl OpError {
     /// The process exit code: 1 when the data is at fault, 2 for usage, I/O and database errors.
     pub fn exit_code(&self) -> i32 {
         match self {
-            OpError::Invalid { .. } | OpError::Conflicts { .. } => 1,
+            OpError::Invalid { .. } | OpError::Conflicts { .. } | OpError::LoadedMismatch(_) => 1,
+            OpError::Store(e) if e.is_bad_data() => 1,
             _ => 2,
         }
     }

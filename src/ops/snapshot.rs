@@ -6,13 +6,12 @@ use super::atomic::{self, AtomicFile};
 use super::OpError;
 use crate::embed::Embedder;
 use crate::report::{Check, Report};
-use crate::store::{sqlite, NativeSnapshot, NativeTools, Store};
+use crate::store::{self, NativeCheck, NativeSnapshot, NativeTools, Store};
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Default snapshot path.
@@ -169,11 +168,7 @@ pub fn load(
             manifest.sha256
         )));
     }
-    let expected_kind = if store.location().starts_with("sqlite:") {
-        "sqlite"
-    } else {
-        "postgres-custom"
-    };
+    let expected_kind = store.native_kind();
     if manifest.snapshot.kind != expected_kind {
         return Err(OpError::Refused(format!(
             "{} is a {} snapshot; it loads into a database of that kind only (use restore from a JSON backup to move between databases)",
@@ -191,8 +186,9 @@ pub fn load(
     store.native_load(file, &manifest.snapshot, tools)?;
     let after = store.snapshot()?.inventory()?;
     if after != manifest.snapshot.inventory {
-        return Err(OpError::Refused(format!(
-            "after loading, the database holds {after}, but the manifest says {}",
+        return Err(OpError::LoadedMismatch(format!(
+            "the snapshot was loaded into {}, which now holds {after}, but the manifest says {}",
+            store.location(),
             manifest.snapshot.inventory
         )));
     }
@@ -254,78 +250,51 @@ pub fn verify_snapshot(file: &Path, tools: &NativeTools) -> Result<Report, OpErr
         Check::SnapshotChecksum,
         format!("{bytes} bytes, SHA-256 {}…", &sha256[..16]),
     );
-    match manifest.snapshot.kind.as_str() {
-        "sqlite" => match sqlite::read_snapshot_file(file) {
-            Ok(found) => {
-                report.pass(
-                    Check::SnapshotReadable,
-                    "integrity_check ok, schema version known",
+    let counts_unknown = |report: &mut Report| {
+        report.skip(
+            Check::SnapshotCounts,
+            format!(
+                "counts of a PostgreSQL archive are known only by loading it; manifest: {}",
+                manifest.snapshot.inventory
+            ),
+        )
+    };
+    match store::check_native(&manifest.snapshot.kind, file, tools) {
+        NativeCheck::Readable {
+            what,
+            found: Some(found),
+        } => {
+            report.pass(Check::SnapshotReadable, what);
+            if found.inventory != manifest.snapshot.inventory
+                || found.embedding_models != manifest.snapshot.embedding_models
+            {
+                report.fail(
+                    Check::SnapshotCounts,
+                    format!(
+                        "holds {}, manifest says {}",
+                        found.inventory, manifest.snapshot.inventory
+                    ),
                 );
-                if found.inventory != manifest.snapshot.inventory
-                    || found.embedding_models != manifest.snapshot.embedding_models
-                {
-                    report.fail(
-                        Check::SnapshotCounts,
-                        format!(
-                            "holds {}, manifest says {}",
-                            found.inventory, manifest.snapshot.inventory
-                        ),
-                    );
-                } else {
-                    report.pass(
-                        Check::SnapshotCounts,
-                        manifest.snapshot.inventory.to_string(),
-                    );
-                }
+            } else {
+                report.pass(
+                    Check::SnapshotCounts,
+                    manifest.snapshot.inventory.to_string(),
+                );
             }
-            Err(e) => report.fail(Check::SnapshotReadable, e.to_string()),
-        },
-        _ => {
-            let tool = match &tools.pg_bin {
-                Some(dir) => dir.join("pg_restore"),
-                None => PathBuf::from("pg_restore"),
-            };
-            match Command::new(&tool).arg("--list").arg(file).output() {
-                Ok(out) if out.status.success() => {
-                    let listing = String::from_utf8_lossy(&out.stdout);
-                    let tables = ["analyses", "chunks", "artifacts"];
-                    let missing: Vec<&str> = tables
-                        .iter()
-                        .copied()
-                        .filter(|t| {
-                            !listing
-                                .lines()
-                                .any(|l| l.contains("TABLE DATA") && l.contains(t))
-                        })
-                        .collect();
-                    if missing.is_empty() {
-                        report.pass(
-                            Check::SnapshotReadable,
-                            format!("pg_restore --list reads it; data of {}", tables.join(", ")),
-                        );
-                    } else {
-                        report.fail(
-                            Check::SnapshotReadable,
-                            format!("the archive has no data for {}", missing.join(", ")),
-                        );
-                    }
-                }
-                Ok(out) => report.fail(
-                    Check::SnapshotReadable,
-                    String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                ),
-                Err(e) => report.skip(
-                    Check::SnapshotReadable,
-                    format!("cannot run {}: {e} (pass --pg-bin)", tool.display()),
-                ),
+        }
+        NativeCheck::Readable { what, found: None } => {
+            report.pass(Check::SnapshotReadable, what);
+            counts_unknown(&mut report);
+        }
+        NativeCheck::Unreadable(why) => {
+            report.fail(Check::SnapshotReadable, why);
+            if manifest.snapshot.kind != "sqlite" {
+                counts_unknown(&mut report);
             }
-            report.skip(
-                Check::SnapshotCounts,
-                format!(
-                    "counts of a PostgreSQL archive are known only by loading it; manifest: {}",
-                    manifest.snapshot.inventory
-                ),
-            );
+        }
+        NativeCheck::Unchecked(why) => {
+            report.skip(Check::SnapshotReadable, why);
+            counts_unknown(&mut report);
         }
     }
     Ok(report)

@@ -5,65 +5,18 @@
 //! writes through a [`WriteTransaction`] (everything a restore does commits together or not at
 //! all).
 
+mod error;
+mod merge;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
+
+pub use error::{Result, StoreError};
 
 use crate::model::{Analysis, Counts, StatusFilter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database URL is not understood.
-    #[error("invalid database URL {url}: {reason}")]
-    InvalidUrl {
-        /// The URL with any password removed.
-        url: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// SQLite reported an error.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL reported an error (connection parameters are never part of the message).
-    #[error("postgres: {}", postgres::describe(.0))]
-    Postgres(#[from] ::postgres::Error),
-    /// The operation would lose or mix up data; the text says why and what to do.
-    #[error("{0}")]
-    Refused(String),
-    /// Another restore holds the database's write lock (`--no-wait`).
-    #[error("{0}")]
-    Locked(String),
-    /// The database holds something goldset cannot read back.
-    #[error("the database holds an invalid record: {0}")]
-    Corrupt(String),
-    /// The database does not exist (and the command does not create one).
-    #[error("{0}")]
-    Missing(String),
-    /// The schema is newer than this build, or otherwise unusable.
-    #[error("schema: {0}")]
-    Schema(String),
-    /// The caller's callback stopped the iteration (its own error says why).
-    #[error("stopped by the caller")]
-    Stopped,
-    /// A value could not be encoded for the database.
-    #[error("cannot encode column {column}: {reason}")]
-    Encode {
-        /// The column.
-        column: String,
-        /// What is wrong with the value.
-        reason: String,
-    },
-    /// A temporary file the store writes through failed.
-    #[error("temporary file: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Result of store operations.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How many records a database holds: analyses by status, chunks, artifacts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -269,10 +222,38 @@ pub struct NativeSnapshot {
     pub embedding_models: Vec<EmbeddingModel>,
 }
 
+/// What a native snapshot file is found to be, without a database to load it into.
+#[derive(Debug)]
+pub enum NativeCheck {
+    /// The database's own tools read it; with what it holds, where that can be known without
+    /// loading it (SQLite).
+    Readable {
+        /// What was checked.
+        what: String,
+        /// What it holds.
+        found: Option<NativeSnapshot>,
+    },
+    /// It is damaged or not a snapshot; why.
+    Unreadable(String),
+    /// It could not be checked here (a tool is missing); why.
+    Unchecked(String),
+}
+
+/// Checks a native snapshot file of `kind` ([`Store::native_kind`]) without loading it.
+pub fn check_native(kind: &str, file: &Path, tools: &NativeTools) -> NativeCheck {
+    match kind {
+        "sqlite" => sqlite::check_file(file),
+        "postgres-custom" => postgres::check_archive(file, tools),
+        other => NativeCheck::Unreadable(format!("unknown snapshot kind {other:?}")),
+    }
+}
+
 /// A place where a golden dataset is kept.
 pub trait Store: Send {
     /// Where it is, for messages (never with a password).
     fn location(&self) -> String;
+    /// The kind of native snapshot [`Store::native_dump`] writes (`sqlite`, `postgres-custom`).
+    fn native_kind(&self) -> &'static str;
     /// Opens one consistent read-only view.
     fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>>;
     /// Opens a write transaction. Dropping it without [`WriteTransaction::commit`] rolls back.

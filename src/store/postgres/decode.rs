@@ -1,0 +1,190 @@
+//! Rows to records: one function per record kind, every value read with `try_get`, so that a
+//! stored value of an unexpected shape (a JSON object where a list belongs, `'infinity'` as a
+//! time, a NULL the application allowed) is an error naming table, row and column — never a
+//! panic.
+
+use super::super::{Result, StoreError};
+use crate::model::{Analysis, Artifact, Chunk, Finding};
+use crate::timestamp::Timestamp;
+use postgres::types::{FromSql, Json, Type};
+use postgres::Row;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A `timestamptz` or `timestamp` as its raw microseconds since 2000-01-01 (`±infinity` are the
+/// extremes of `i64`), so that no value the server can hold fails to decode.
+pub(super) struct PgMicros(pub(super) i64);
+
+impl<'a> FromSql<'a> for PgMicros {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw
+            .try_into()
+            .map_err(|_| format!("a timestamp of {} bytes", raw.len()))?;
+        Ok(PgMicros(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP)
+    }
+}
+
+impl PgMicros {
+    /// The instant, when a backup can hold it (years 1 to 9999).
+    pub(super) fn timestamp(&self) -> std::result::Result<Timestamp, String> {
+        match self.0 {
+            i64::MAX => return Err("'infinity' is not an instant".into()),
+            i64::MIN => return Err("'-infinity' is not an instant".into()),
+            _ => {}
+        }
+        self.0
+            .checked_add(PG_EPOCH_MICROS)
+            .and_then(Timestamp::checked_from_unix_micros)
+            .ok_or_else(|| {
+                format!(
+                    "{} µs after 2000-01-01 is outside the years 0001–9999 a backup can hold",
+                    self.0
+                )
+            })
+    }
+}
+
+/// Reads the columns of one row of `table`, naming the row (by the id in column 0) and the
+/// column in every error.
+pub(super) struct RowReader<'r> {
+    row: &'r Row,
+    table: &'static str,
+    id: String,
+}
+
+impl<'r> RowReader<'r> {
+    /// A reader of `row`, whose column 0 is its id (as `uuid`, or as text for tables the
+    /// application owns).
+    pub(super) fn new(row: &'r Row, table: &'static str) -> Self {
+        let id = match row.try_get::<_, Option<Uuid>>(0) {
+            Ok(Some(id)) => id.to_string(),
+            _ => row
+                .try_get::<_, Option<String>>(0)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "?".into()),
+        };
+        RowReader { row, table, id }
+    }
+
+    fn column(&self, i: usize) -> &str {
+        self.row.columns().get(i).map_or("?", |c| c.name())
+    }
+
+    /// An error about column `i` of this row.
+    pub(super) fn bad(&self, i: usize, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::bad_row(self.table, &self.id, self.column(i), reason)
+    }
+
+    /// Column `i` as `T`.
+    pub(super) fn get<'a, T: FromSql<'a>>(&'a self, i: usize) -> Result<T> {
+        self.row.try_get(i).map_err(|e| {
+            let reason = match std::error::Error::source(&e) {
+                Some(cause) => cause.to_string(),
+                None => e.to_string(),
+            };
+            self.bad(i, reason)
+        })
+    }
+
+    /// Column `i`, which must not be NULL.
+    pub(super) fn required<'a, T: FromSql<'a>>(&'a self, i: usize) -> Result<T> {
+        self.get::<Option<T>>(i)?
+            .ok_or_else(|| self.bad(i, "NULL where a value is required"))
+    }
+
+    /// Column `i`: an instant a backup can hold.
+    pub(super) fn timestamp(&self, i: usize) -> Result<Timestamp> {
+        self.required::<PgMicros>(i)?
+            .timestamp()
+            .map_err(|reason| self.bad(i, reason))
+    }
+
+    /// Column `i`: JSON of the shape `T`.
+    pub(super) fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T> {
+        let Json(value): Json<Value> = self.required(i)?;
+        serde_json::from_value(value).map_err(|e| self.bad(i, format!("unexpected JSON: {e}")))
+    }
+}
+
+/// `id, url, content_type, status, created_at, findings`.
+pub(super) fn analysis(row: &Row) -> Result<Analysis> {
+    let r = RowReader::new(row, "analyses");
+    Ok(Analysis {
+        id: r.required(0)?,
+        url: r.required(1)?,
+        content_type: r.required(2)?,
+        status: r.required(3)?,
+        created_at: r.timestamp(4)?,
+        findings: r.json::<Vec<Finding>>(5)?,
+        chunks: Vec::new(),
+        artifact: None,
+    })
+}
+
+/// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the
+/// chunk and the id of its analysis.
+pub(super) fn chunk(row: &Row) -> Result<(Uuid, Chunk)> {
+    let r = RowReader::new(row, "chunks");
+    Ok((
+        r.required(1)?,
+        Chunk {
+            id: r.required(0)?,
+            chunk_index: i64::from(r.required::<i32>(2)?),
+            content: r.required(3)?,
+            section_title: r.get(4)?,
+            section_path: r.get(5)?,
+            content_type: r.required(6)?,
+        },
+    ))
+}
+
+/// `id, analysis_id, summary, key_findings, metadata`: the artifact and the id of its analysis.
+pub(super) fn artifact(row: &Row) -> Result<(Uuid, Artifact)> {
+    let r = RowReader::new(row, "artifacts");
+    Ok((
+        r.required(1)?,
+        Artifact {
+            id: r.required(0)?,
+            summary: r.get(2)?,
+            key_findings: r.json::<Vec<Value>>(3)?,
+            metadata: r.json::<Map<String, Value>>(4)?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_outside_a_backup_are_refused_not_wrapped() {
+        assert_eq!(
+            PgMicros(0).timestamp().unwrap().to_string(),
+            "2000-01-01T00:00:00Z"
+        );
+        assert!(PgMicros(i64::MAX)
+            .timestamp()
+            .unwrap_err()
+            .contains("infinity"));
+        assert!(PgMicros(i64::MIN)
+            .timestamp()
+            .unwrap_err()
+            .contains("-infinity"));
+        // Past 9999-12-31 (PostgreSQL holds up to year 294276), and at the very end of i64.
+        let past = PgMicros(Timestamp::MAX.unix_micros() + 1 - PG_EPOCH_MICROS);
+        assert!(past.timestamp().unwrap_err().contains("0001–9999"));
+        assert!(PgMicros(i64::MAX - 1).timestamp().is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! PostgreSQL + pgvector: the production store.
+//!
+//! * Tables live in a schema of the user's choosing (`--schema`, default `public`); the
+//!   embedding column is a pgvector `vector(D)`, typed by the first restore (D from the embedder).
+//!   No vector index is built: goldset never searches by similarity, an HNSW build would
+//!   dominate restore time, and the application that searches knows which operator class and
+//!   parameters it wants (see ARCHITECTURE.md).
+//! * A snapshot is a `REPEATABLE READ, READ ONLY` transaction; rows stream through three
+//!   portals fetched in pages, merged by analysis (a bounded number of round trips).
+//! * A write transaction holds a session-level advisory lock (one restore at a time per schema)
+//!   and writes with `COPY … FROM STDIN (FORMAT binary)`.
+//! * Connection URLs: `postgres://` or `postgresql://`, `sslmode=disable|prefer|require`, and
+//!   the libpq variables `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`,
+//!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
+
+mod bulk;
+mod connect;
+mod copy;
+mod decode;
+mod lock;
+mod migrate;
+mod native;
+mod read;
+mod tls;
+mod write;
+
+pub use connect::describe;
+pub use lock::lock_key;
+pub(super) use native::check_archive;
+
+use super::schema::{ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
+use super::{
+    redact_url, Compaction, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, Result, Store,
+    StoreError, WriteTransaction,
+};
+use connect::quote;
+use postgres::{Client, Config, IsolationLevel};
+use std::path::Path;
+
+/// A golden dataset in a PostgreSQL schema.
+pub struct PostgresStore {
+    client: Client,
+    /// Connection parameters, for the native tools (handed over in `PG*` variables, never on a
+    /// command line).
+    config: Config,
+    location: String,
+    names: Names,
+    wait_for_lock: bool,
+}
+
+/// Fully qualified, quoted names of the tables in the chosen schema.
+struct Names {
+    schema: String,
+    analyses: String,
+    chunks: String,
+    artifacts: String,
+    cache: String,
+    migrations: String,
+    /// Schema-qualified `vector` type (pgvector may live in another schema than ours).
+    vector: String,
+    /// Advisory lock key of this schema.
+    lock_key: i64,
+}
+
+impl Names {
+    fn new(schema: &str) -> Self {
+        let q = |t: &str| format!("{}.{t}", quote(schema));
+        Names {
+            schema: schema.to_owned(),
+            analyses: q(ANALYSES),
+            chunks: q(CHUNKS),
+            artifacts: q(ARTIFACTS),
+            cache: q(EMBEDDING_CACHE),
+            migrations: q("goldset_migrations"),
+            vector: "vector".into(),
+            lock_key: lock_key(schema),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects, checks pgvector, and creates or migrates the schema (creating only with
+    /// `options.create`).
+    pub fn open(url: &str, options: &OpenOptions) -> Result<Self> {
+        connect::valid_schema(&options.schema)?;
+        let config = connect::config(url)?;
+        let client = config
+            .clone()
+            .connect(tls::LazyTls)
+            .map_err(|e| StoreError::Connect {
+                location: redact_url(url),
+                reason: describe(&e),
+            })?;
+        let mut store = PostgresStore {
+            client,
+            config,
+            location: format!("{} (schema {})", redact_url(url), options.schema),
+            names: Names::new(&options.schema),
+            wait_for_lock: options.wait_for_lock,
+        };
+        store.migrate(options.create)?;
+        Ok(store)
+    }
+}
+
+impl Store for PostgresStore {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn native_kind(&self) -> &'static str {
+        "postgres-custom"
+    }
+
+    fn reclaim_space(&mut self) -> Result<Option<Compaction>> {
+        Ok(None)
+    }
+
+    fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot> {
+        self.dump_native(target, tools)
+    }
+
+    fn native_load(
+        &mut self,
+        source: &Path,
+        snapshot: &NativeSnapshot,
+        tools: &NativeTools,
+    ) -> Result<()> {
+        self.load_native(source, snapshot, tools)
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>> {
+        let tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        Ok(Box::new(read::PgSnapshot {
+            tx,
+            names: &self.names,
+        }))
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        self.acquire_restore_lock()?;
+        if let Err(e) = self.client.batch_execute("BEGIN") {
+            self.release_restore_lock();
+            return Err(e.into());
+        }
+        Ok(Box::new(write::PgWrite {
+            client: &mut self.client,
+            names: &self.names,
+            done: false,
+            vector_type: None,
+            rebuild: None,
+        }))
+    }
+}

@@ -1,0 +1,251 @@
+//! Writing: a `BEGIN IMMEDIATE` transaction (a second writer waits instead of failing
+//! half-way), rows inserted one by one through cached statements.
+
+use super::super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
+use super::super::{
+    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
+    Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
+};
+use super::decode::uuid_text;
+use super::read::{embedding_models, inventory, used_cache_keys};
+use crate::model::Analysis;
+use rusqlite::{params, OptionalExtension, Transaction};
+use uuid::Uuid;
+
+pub(super) struct SqliteWrite<'c> {
+    pub(super) tx: Transaction<'c>,
+}
+
+/// A JSON column's value that cannot be written (never happens for validated records).
+fn unencodable(column: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |e| StoreError::Encode {
+        column: column.into(),
+        reason: e.to_string(),
+    }
+}
+
+impl SqliteWrite<'_> {
+    fn insert(&mut self, a: &Analysis, embeddings: Option<(&str, &[Vec<f32>])>) -> Result<()> {
+        let findings = serde_json::to_string(&a.findings).map_err(unencodable("findings"))?;
+        let id = a.id.to_string();
+        self.tx
+            .prepare_cached(&schema::insert_sql(ANALYSES, schema::ANALYSIS_COLUMNS))?
+            .execute(params![
+                id,
+                a.url,
+                a.content_type,
+                a.status,
+                a.created_at.unix_micros(),
+                findings
+            ])?;
+        let mut columns = schema::CHUNK_COLUMNS.to_vec();
+        columns.extend_from_slice(schema::EMBEDDING_COLUMNS);
+        let mut stmt = self
+            .tx
+            .prepare_cached(&schema::insert_sql(CHUNKS, &columns))?;
+        for (i, c) in a.chunks.iter().enumerate() {
+            let (blob, model) = match embeddings {
+                Some((model, vectors)) => (Some(vector_to_blob(&vectors[i])), Some(model)),
+                None => (None, None),
+            };
+            stmt.execute(params![
+                c.id.to_string(),
+                id,
+                c.chunk_index,
+                c.content,
+                c.section_title,
+                c.section_path,
+                c.content_type,
+                blob,
+                model
+            ])?;
+        }
+        if let Some(r) = &a.artifact {
+            let key_findings =
+                serde_json::to_string(&r.key_findings).map_err(unencodable("key_findings"))?;
+            let metadata = serde_json::to_string(&r.metadata).map_err(unencodable("metadata"))?;
+            self.tx
+                .prepare_cached(&schema::insert_sql(ARTIFACTS, schema::ARTIFACT_COLUMNS))?
+                .execute(params![
+                    r.id.to_string(),
+                    id,
+                    r.summary,
+                    key_findings,
+                    metadata
+                ])?;
+        }
+        Ok(())
+    }
+}
+
+impl WriteTransaction for SqliteWrite<'_> {
+    fn inventory(&mut self) -> Result<Inventory> {
+        inventory(&self.tx)
+    }
+
+    fn delete_all(&mut self) -> Result<()> {
+        self.tx.execute_batch(&format!(
+            "DELETE FROM {CHUNKS}; DELETE FROM {ARTIFACTS}; DELETE FROM {ANALYSES};"
+        ))?;
+        Ok(())
+    }
+
+    fn load_in_bulk_if_empty(&mut self) -> Result<bool> {
+        // BEGIN IMMEDIATE already keeps other writers out; SQLite has no bulk mode to enter.
+        Ok(inventory(&self.tx)? == Inventory::default())
+    }
+
+    fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
+        let mut found = Vec::new();
+        let mut by_id = |table: &str, owner_col: &str, kind, id: Uuid| -> Result<()> {
+            let mut stmt = self
+                .tx
+                .prepare_cached(&format!("SELECT {owner_col} FROM {table} WHERE id = ?1"))?;
+            let mut rows = stmt.query([id.to_string()])?;
+            if let Some(r) = rows.next()? {
+                found.push(Existing {
+                    kind,
+                    id,
+                    owner: uuid_text(r, 0)?,
+                });
+            }
+            Ok(())
+        };
+        for a in analyses {
+            by_id(ANALYSES, "id", RecordKind::Analysis, a.id)?;
+            for c in &a.chunks {
+                by_id(CHUNKS, "analysis_id", RecordKind::Chunk, c.id)?;
+            }
+            if let Some(r) = &a.artifact {
+                by_id(ARTIFACTS, "analysis_id", RecordKind::Artifact, r.id)?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("DELETE FROM {ANALYSES} WHERE id = ?1"))?;
+        for id in ids {
+            stmt.execute([id.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn insert_batch(
+        &mut self,
+        analyses: &[Analysis],
+        embeddings: Option<ChunkEmbeddings<'_>>,
+    ) -> Result<()> {
+        let mut offset = 0;
+        for a in analyses {
+            let n = a.chunks.len();
+            let vectors = embeddings.map(|e| (e.model, &e.vectors[offset..offset + n]));
+            self.insert(a, vectors)?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        embedding_models(&self.tx)
+    }
+
+    fn prepare_embeddings(&mut self, _dimension: usize) -> Result<()> {
+        // BLOBs take any length.
+        Ok(())
+    }
+
+    fn cached_embeddings(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        digests: &[ContentDigest],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT embedding FROM {EMBEDDING_CACHE} WHERE model = ?1 AND content_sha256 = ?2"
+        ))?;
+        digests
+            .iter()
+            .map(|d| {
+                let blob: Option<Vec<u8>> = stmt
+                    .query_row(params![model, &d[..]], |r| r.get(0))
+                    .optional()?;
+                Ok(blob
+                    .filter(|b| b.len() == dimension * 4)
+                    .map(|b| blob_to_vector(&b)))
+            })
+            .collect()
+    }
+
+    fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {EMBEDDING_CACHE} (model, content_sha256, embedding) VALUES (?1, ?2, ?3)"
+        ))?;
+        for (digest, vector) in entries {
+            stmt.execute(params![model, &digest[..], vector_to_blob(vector)])?;
+        }
+        Ok(())
+    }
+
+    fn chunks_needing_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ChunkText>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT id, content FROM {CHUNKS}
+              WHERE id > ?1 AND (embedding IS NULL OR embedding_model IS NOT ?2 OR length(embedding) <> ?3)
+              ORDER BY id LIMIT ?4"
+        ))?;
+        let after = after.map(|u| u.to_string()).unwrap_or_default();
+        let mut rows = stmt.query(params![after, model, (dimension * 4) as i64, limit as i64])?;
+        let mut chunks = Vec::new();
+        while let Some(row) = rows.next()? {
+            chunks.push(ChunkText {
+                id: uuid_text(row, 0)?,
+                content: row.get(1)?,
+            });
+        }
+        Ok(chunks)
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "UPDATE {CHUNKS} SET embedding = ?1, embedding_model = ?2 WHERE id = ?3"
+        ))?;
+        for (id, vector) in updates {
+            stmt.execute(params![vector_to_blob(vector), model, id.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {
+        let condition = if everything {
+            String::new()
+        } else {
+            format!(
+                "WHERE (model, content_sha256) NOT IN ({})",
+                used_cache_keys()
+            )
+        };
+        let (entries, bytes): (i64, i64) = self.tx.query_row(
+            &format!(
+                "SELECT count(*), coalesce(sum(length(embedding)), 0) FROM {EMBEDDING_CACHE} {condition}"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.tx
+            .execute(&format!("DELETE FROM {EMBEDDING_CACHE} {condition}"), [])?;
+        Ok((entries as u64, bytes as u64))
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}

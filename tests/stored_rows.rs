@@ -1,0 +1,180 @@
+//! A stored row of a shape goldset cannot back up (written by SQL or by the application) is
+//! reported by backup, verify and diff as an error naming table, row and column, with exit 1 —
+//! never a panic — and nothing is written.
+
+mod common;
+
+use common::{pg_url, sample, stderr, Backend, Workspace};
+
+/// A sample database with one row damaged by `sqlite` / `postgres` SQL, then every reading
+/// command run against it.
+fn damaged_row_is_named(
+    backend: Backend,
+    damage: (&str, &str),
+    table: &str,
+    row: &str,
+    column: &str,
+    reason: &str,
+) {
+    let ws = Workspace::on(backend);
+    ws.load(&sample());
+    ws.ok(&["backup", "-q", "--file", "before.json"]);
+    ws.sql(match backend {
+        Backend::Sqlite => damage.0,
+        Backend::Postgres => damage.1,
+    });
+    for args in [
+        &["backup", "--file", "after.json"][..],
+        &["verify", "--file", "before.json"][..],
+        &["verify", "--file", "before.json", "--format", "json"][..],
+        &["diff", "before.json", "db:"][..],
+        &["backup", "--check", "--file", "before.json"][..],
+    ] {
+        let out = ws
+            .command(args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        for part in [table, row, column, reason] {
+            assert!(err.contains(part), "{args:?}: {part:?} missing from: {err}");
+        }
+    }
+    assert!(
+        !ws.path("after.json").exists(),
+        "a refused backup wrote a file"
+    );
+    // status only counts rows: it still works.
+    ws.ok(&["status"]);
+}
+
+fn analysis_id() -> String {
+    let text = std::fs::read_to_string(sample()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["analyses"][0]["id"].as_str().unwrap().to_owned()
+}
+
+fn artifact_id() -> String {
+    let text = std::fs::read_to_string(sample()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["analyses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|a| a["artifact"]["id"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+fn findings_object(backend: Backend) {
+    let id = analysis_id();
+    damaged_row_is_named(
+        backend,
+        (
+            &format!("UPDATE analyses SET findings = '{{\"a\": 1}}' WHERE id = '{id}'"),
+            &format!("UPDATE analyses SET findings = '{{\"a\": 1}}' WHERE id = '{id}'"),
+        ),
+        "analyses",
+        &id,
+        "findings",
+        "unexpected JSON",
+    );
+}
+
+fn finding_with_a_string_confidence(backend: Backend) {
+    let id = analysis_id();
+    let bad = r#"[{"agent": "a", "category": "c", "content": "x", "confidence": "high"}]"#;
+    damaged_row_is_named(
+        backend,
+        (
+            &format!("UPDATE analyses SET findings = '{bad}' WHERE id = '{id}'"),
+            &format!("UPDATE analyses SET findings = '{bad}' WHERE id = '{id}'"),
+        ),
+        "analyses",
+        &id,
+        "findings",
+        "confidence",
+    );
+}
+
+fn artifact_metadata_list(backend: Backend) {
+    let id = artifact_id();
+    damaged_row_is_named(
+        backend,
+        (
+            &format!("UPDATE artifacts SET metadata = '[1,2]' WHERE id = '{id}'"),
+            &format!("UPDATE artifacts SET metadata = '[1,2]' WHERE id = '{id}'"),
+        ),
+        "artifacts",
+        &id,
+        "metadata",
+        "unexpected JSON",
+    );
+}
+
+fn time_outside_a_backup(backend: Backend) {
+    let id = analysis_id();
+    damaged_row_is_named(
+        backend,
+        (
+            // Year 10000 in microseconds since the Unix epoch.
+            &format!("UPDATE analyses SET created_at = 253402300800000000 WHERE id = '{id}'"),
+            &format!("UPDATE analyses SET created_at = 'infinity' WHERE id = '{id}'"),
+        ),
+        "analyses",
+        &id,
+        "created_at",
+        match backend {
+            Backend::Sqlite => "0001–9999",
+            Backend::Postgres => "infinity",
+        },
+    );
+}
+
+fn deeply_nested_json(backend: Backend) {
+    let id = artifact_id();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    damaged_row_is_named(
+        backend,
+        (
+            &format!("UPDATE artifacts SET key_findings = '{deep}' WHERE id = '{id}'"),
+            &format!("UPDATE artifacts SET key_findings = '{deep}' WHERE id = '{id}'"),
+        ),
+        "artifacts",
+        &id,
+        "key_findings",
+        "recursion limit",
+    );
+}
+
+/// One test function per store and case, so that a failure names both.
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $case() { super::$case(super::Backend::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $case() {
+                if super::pg_url().is_none() {
+                    assert!(
+                        std::env::var("GOLDSET_TEST_REQUIRE_PG").map_or(true, |v| v != "1"),
+                        "GOLDSET_TEST_REQUIRE_PG=1 but GOLDSET_TEST_PG_URL is not set"
+                    );
+                    eprintln!("no GOLDSET_TEST_PG_URL: PostgreSQL test skipped");
+                    return;
+                }
+                super::$case(super::Backend::Postgres)
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    findings_object,
+    finding_with_a_string_confidence,
+    artifact_metadata_list,
+    time_outside_a_backup,
+    deeply_nested_json,
+);
