@@ -35,7 +35,8 @@ fn damaged_row_is_named(
             .env("RUST_BACKTRACE", "1")
             .output()
             .unwrap();
-        let err = stderr(&out);
+        // With --format json the error is a JSON object on stdout.
+        let err = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         for part in [table, row, column, reason] {

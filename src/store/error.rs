@@ -116,5 +116,13 @@ impl StoreError {
     }
 }
 
+/// What is wrong with a stored JSON value, and where in it (`[0].confidence: invalid type …`).
+pub(crate) fn json_problem<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    match e.path().to_string().as_str() {
+        "." => format!("unexpected JSON: {}", e.inner()),
+        path => format!("unexpected JSON at {path}: {}", e.inner()),
+    }
+}
+
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

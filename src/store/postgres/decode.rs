@@ -3,6 +3,7 @@
 //! time, a NULL the application allowed) is an error naming table, row and column — never a
 //! panic.
 
+use super::super::error::json_problem;
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
 use crate::timestamp::Timestamp;
@@ -114,7 +115,7 @@ impl<'r> RowReader<'r> {
     /// Column `i`: JSON of the shape `T`.
     pub(super) fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T> {
         let Json(value): Json<Value> = self.required(i)?;
-        serde_json::from_value(value).map_err(|e| self.bad(i, format!("unexpected JSON: {e}")))
+        serde_path_to_error::deserialize(value).map_err(|e| self.bad(i, json_problem(&e)))
     }
 }
 

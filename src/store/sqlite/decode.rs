@@ -1,6 +1,7 @@
 //! Rows to records: one function per record kind; a stored value of an unexpected type or shape
 //! is an error naming table, row and column.
 
+use super::super::error::json_problem;
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
 use crate::timestamp::Timestamp;
@@ -60,7 +61,8 @@ impl<'a, 'r> RowReader<'a, 'r> {
     /// Column `i`: JSON text of the shape `T`.
     pub(super) fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T> {
         let text: String = self.get(i)?;
-        serde_json::from_str(&text).map_err(|e| self.bad(i, format!("unexpected JSON: {e}")))
+        let mut reader = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut reader).map_err(|e| self.bad(i, json_problem(&e)))
     }
 }
 
