@@ -420,6 +420,7 @@ fn open_store(cli: &Cli, create: bool) -> Result<Box<dyn Store>, OpError> {
         create,
         schema: cli.schema().to_owned(),
         wait_for_lock,
+        ..Default::default()
     };
     Ok(store::open(cli.database_url(), &options)?)
 }

@@ -5,7 +5,9 @@
 //! writes through a [`WriteTransaction`] (everything a restore does commits together or not at
 //! all).
 
+pub mod catalog;
 mod error;
+pub mod layout;
 mod merge;
 pub mod postgres;
 pub mod schema;
@@ -254,6 +256,10 @@ pub trait Store: Send {
     fn location(&self) -> String;
     /// The kind of native snapshot [`Store::native_dump`] writes (`sqlite`, `postgres-custom`).
     fn native_kind(&self) -> &'static str;
+    /// The user tables of the database and the foreign keys between them (read-only).
+    fn catalog(&mut self) -> Result<catalog::Catalog>;
+    /// Where the dataset is in this database.
+    fn layout(&self) -> &layout::Layout;
     /// Opens one consistent read-only view.
     fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>>;
     /// Opens a write transaction. Dropping it without [`WriteTransaction::commit`] rolls back.
@@ -375,6 +381,13 @@ pub struct OpenOptions {
     pub schema: String,
     /// When another restore holds the write lock: wait for it (true) or fail at once.
     pub wait_for_lock: bool,
+    /// An application's tables to work on in place (`[mapping]` in goldset.toml); `None`:
+    /// goldset's own tables.
+    pub mapping: Option<layout::Layout>,
+    /// The command only reads: an application's database is opened read-only.
+    pub read_only: bool,
+    /// Only look at the catalog (`goldset adopt`): no migration, no mapping check.
+    pub inspect: bool,
 }
 
 impl Default for OpenOptions {
@@ -383,6 +396,9 @@ impl Default for OpenOptions {
             create: false,
             schema: "public".into(),
             wait_for_lock: true,
+            mapping: None,
+            read_only: false,
+            inspect: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! panic.
 
 use super::super::error::json_problem;
+use super::super::layout::Layout;
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
 use crate::timestamp::Timestamp;
@@ -56,18 +57,35 @@ impl PgMicros {
     }
 }
 
+/// A value of any type that is not NULL (what `Option<Present>` tells apart).
+struct Present;
+
+impl<'a> FromSql<'a> for Present {
+    fn from_sql(
+        _: &Type,
+        _: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Present)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
 /// Reads the columns of one row of `table`, naming the row (by the id in column 0) and the
-/// column in every error.
+/// column in every error. Values are read by the column's actual type, so that an application's
+/// `text` ids, `timestamp` or text times, `json` or text JSON and `bigint` positions read as
+/// goldset's own `uuid`, `timestamptz`, `jsonb` and `integer` do.
 pub(super) struct RowReader<'r> {
     row: &'r Row,
-    table: &'static str,
+    table: &'r str,
     id: String,
 }
 
 impl<'r> RowReader<'r> {
-    /// A reader of `row`, whose column 0 is its id (as `uuid`, or as text for tables the
-    /// application owns).
-    pub(super) fn new(row: &'r Row, table: &'static str) -> Self {
+    /// A reader of `row`, whose column 0 is its id (or, for findings, its analysis).
+    pub(super) fn new(row: &'r Row, table: &'r str) -> Self {
         let id = match row.try_get::<_, Option<Uuid>>(0) {
             Ok(Some(id)) => id.to_string(),
             _ => row
@@ -81,6 +99,10 @@ impl<'r> RowReader<'r> {
 
     fn column(&self, i: usize) -> &str {
         self.row.columns().get(i).map_or("?", |c| c.name())
+    }
+
+    fn type_of(&self, i: usize) -> Option<&Type> {
+        self.row.columns().get(i).map(|c| c.type_())
     }
 
     /// An error about column `i` of this row.
@@ -105,30 +127,75 @@ impl<'r> RowReader<'r> {
             .ok_or_else(|| self.bad(i, "NULL where a value is required"))
     }
 
-    /// Column `i`: an instant a backup can hold.
-    pub(super) fn timestamp(&self, i: usize) -> Result<Timestamp> {
-        self.required::<PgMicros>(i)?
-            .timestamp()
-            .map_err(|reason| self.bad(i, reason))
+    /// Column `i`: a UUID, stored as `uuid` or as text (with hyphens or as 32 hex digits).
+    pub(super) fn uuid(&self, i: usize) -> Result<Uuid> {
+        if self.type_of(i) == Some(&Type::UUID) {
+            return self.required(i);
+        }
+        let text: String = self.required(i)?;
+        Uuid::try_parse(text.trim())
+            .map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))
     }
 
-    /// Column `i`: JSON of the shape `T`.
+    /// Column `i`: an integer of any width.
+    pub(super) fn int(&self, i: usize) -> Result<i64> {
+        match self.type_of(i) {
+            Some(&Type::INT2) => Ok(i64::from(self.required::<i16>(i)?)),
+            Some(&Type::INT4) => Ok(i64::from(self.required::<i32>(i)?)),
+            _ => self.required(i),
+        }
+    }
+
+    /// Column `i`: an instant a backup can hold — `timestamptz`, `timestamp` (UTC), or text.
+    pub(super) fn timestamp(&self, i: usize) -> Result<Timestamp> {
+        if matches!(self.type_of(i), Some(&Type::TIMESTAMPTZ | &Type::TIMESTAMP)) {
+            return self
+                .required::<PgMicros>(i)?
+                .timestamp()
+                .map_err(|reason| self.bad(i, reason));
+        }
+        let text: String = self.required(i)?;
+        let t = Timestamp::parse(&text).map_err(|e| self.bad(i, e))?;
+        Timestamp::checked_from_unix_micros(t.unix_micros())
+            .ok_or_else(|| self.bad(i, "outside the years 0001–9999 a backup can hold"))
+    }
+
+    /// Column `i`: JSON of the shape `T` (`jsonb`, `json`, or text holding JSON).
     pub(super) fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T> {
-        let Json(value): Json<Value> = self.required(i)?;
+        let value: Value = if matches!(self.type_of(i), Some(&Type::JSON | &Type::JSONB)) {
+            let Json(value) = self.required(i)?;
+            value
+        } else {
+            let text: String = self.required(i)?;
+            serde_json::from_str(&text).map_err(|e| self.bad(i, format!("not JSON: {e}")))?
+        };
         serde_path_to_error::deserialize(value).map_err(|e| self.bad(i, json_problem(&e)))
+    }
+
+    /// Column `i`: JSON of the shape `T`, or `None` for NULL.
+    pub(super) fn optional_json<T: DeserializeOwned>(&self, i: usize) -> Result<Option<T>> {
+        match self.get::<Option<Present>>(i)? {
+            None => Ok(None),
+            Some(Present) => self.json(i).map(Some),
+        }
     }
 }
 
-/// `id, url, content_type, status, created_at, findings`.
-pub(super) fn analysis(row: &Row) -> Result<Analysis> {
-    let r = RowReader::new(row, "analyses");
+/// `id, url, content_type, status, created_at, findings` (findings NULL when they are rows of
+/// their own).
+pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
+    let r = RowReader::new(row, &layout.analyses.table);
+    let status: String = r.required(3)?;
     Ok(Analysis {
-        id: r.required(0)?,
+        id: r.uuid(0)?,
         url: r.required(1)?,
         content_type: r.required(2)?,
-        status: r.required(3)?,
+        status: layout.status_from_store(&status).to_owned(),
         created_at: r.timestamp(4)?,
-        findings: r.json::<Vec<Finding>>(5)?,
+        findings: match layout.analyses.findings {
+            Some(_) => r.json::<Vec<Finding>>(5)?,
+            None => Vec::new(),
+        },
         chunks: Vec::new(),
         artifact: None,
     })
@@ -136,13 +203,13 @@ pub(super) fn analysis(row: &Row) -> Result<Analysis> {
 
 /// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the
 /// chunk and the id of its analysis.
-pub(super) fn chunk(row: &Row) -> Result<(Uuid, Chunk)> {
-    let r = RowReader::new(row, "chunks");
+pub(super) fn chunk(row: &Row, table: &str) -> Result<(Uuid, Chunk)> {
+    let r = RowReader::new(row, table);
     Ok((
-        r.required(1)?,
+        r.uuid(1)?,
         Chunk {
-            id: r.required(0)?,
-            chunk_index: i64::from(r.required::<i32>(2)?),
+            id: r.uuid(0)?,
+            chunk_index: r.int(2)?,
             content: r.required(3)?,
             section_title: r.get(4)?,
             section_path: r.get(5)?,
@@ -152,15 +219,31 @@ pub(super) fn chunk(row: &Row) -> Result<(Uuid, Chunk)> {
 }
 
 /// `id, analysis_id, summary, key_findings, metadata`: the artifact and the id of its analysis.
-pub(super) fn artifact(row: &Row) -> Result<(Uuid, Artifact)> {
-    let r = RowReader::new(row, "artifacts");
+pub(super) fn artifact(row: &Row, table: &str) -> Result<(Uuid, Artifact)> {
+    let r = RowReader::new(row, table);
     Ok((
-        r.required(1)?,
+        r.uuid(1)?,
         Artifact {
-            id: r.required(0)?,
+            id: r.uuid(0)?,
             summary: r.get(2)?,
             key_findings: r.json::<Vec<Value>>(3)?,
             metadata: r.json::<Map<String, Value>>(4)?,
+        },
+    ))
+}
+
+/// `analysis_id, agent, category, content, confidence, metadata`: a finding that is a row of
+/// its own, and the id of its analysis.
+pub(super) fn finding(row: &Row, table: &str) -> Result<(Uuid, Finding)> {
+    let r = RowReader::new(row, table);
+    Ok((
+        r.uuid(0)?,
+        Finding {
+            agent: r.required(1)?,
+            category: r.required(2)?,
+            content: r.required(3)?,
+            confidence: r.required(4)?,
+            metadata: r.optional_json(5)?,
         },
     ))
 }

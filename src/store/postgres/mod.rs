@@ -14,6 +14,7 @@
 //!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
 
 mod bulk;
+mod catalog;
 mod connect;
 mod copy;
 mod decode;
@@ -28,6 +29,7 @@ pub use connect::describe;
 pub use lock::lock_key;
 pub(super) use native::check_archive;
 
+use super::layout::Layout;
 use super::schema::{ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::{
     redact_url, Compaction, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, Result, Store,
@@ -44,7 +46,10 @@ pub struct PostgresStore {
     /// command line).
     config: Config,
     location: String,
+    /// goldset's own tables (or, beside an application's, its bookkeeping tables).
     names: Names,
+    /// Where the dataset is: goldset's own tables or an application's.
+    layout: Layout,
     wait_for_lock: bool,
 }
 
@@ -56,6 +61,8 @@ struct Names {
     artifacts: String,
     cache: String,
     migrations: String,
+    /// The model (and text digest) of each embedding in an application's chunks table.
+    embeddings: String,
     /// Schema-qualified `vector` type (pgvector may live in another schema than ours).
     vector: String,
     /// Advisory lock key of this schema.
@@ -72,6 +79,7 @@ impl Names {
             artifacts: q(ARTIFACTS),
             cache: q(EMBEDDING_CACHE),
             migrations: q("goldset_migrations"),
+            embeddings: q("goldset_embeddings"),
             vector: "vector".into(),
             lock_key: lock_key(schema),
         }
@@ -91,15 +99,56 @@ impl PostgresStore {
                 location: redact_url(url),
                 reason: describe(&e),
             })?;
+        let (location, names, layout) = match &options.mapping {
+            None => (
+                format!("{} (schema {})", redact_url(url), options.schema),
+                Names::new(&options.schema),
+                Layout::own(Some(&options.schema)),
+            ),
+            Some(mapping) => {
+                let own = mapping.goldset_schema.as_deref().unwrap_or("goldset");
+                connect::valid_schema(own)?;
+                (
+                    format!("{} (mapped tables)", redact_url(url)),
+                    Names::new(own),
+                    mapping.clone(),
+                )
+            }
+        };
         let mut store = PostgresStore {
             client,
             config,
-            location: format!("{} (schema {})", redact_url(url), options.schema),
-            names: Names::new(&options.schema),
+            location,
+            names,
+            layout,
             wait_for_lock: options.wait_for_lock,
         };
-        store.migrate(options.create)?;
+        if store.layout.owned {
+            store.migrate(options.create)?;
+        } else {
+            store.check_mapping()?;
+        }
         Ok(store)
+    }
+
+    /// Whether goldset's record of embedding models exists beside an application's tables.
+    fn model_table_exists(
+        client: &mut impl postgres::GenericClient,
+        names: &Names,
+    ) -> Result<bool> {
+        Ok(client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&names.embeddings])?
+            .get(0))
+    }
+
+    /// Refuses native snapshots of an application's tables: their schema is the application's.
+    fn refuse_native(&self, what: &str) -> Result<()> {
+        if self.layout.owned {
+            return Ok(());
+        }
+        Err(StoreError::Refused(format!(
+            "{what} works on goldset's own tables; for an application's tables use `goldset backup` / `goldset restore` (or pg_dump of your schema)"
+        )))
     }
 }
 
@@ -112,11 +161,20 @@ impl Store for PostgresStore {
         "postgres-custom"
     }
 
+    fn catalog(&mut self) -> Result<super::catalog::Catalog> {
+        PostgresStore::catalog(self)
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     fn reclaim_space(&mut self) -> Result<Option<Compaction>> {
         Ok(None)
     }
 
     fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot> {
+        self.refuse_native("dump")?;
         self.dump_native(target, tools)
     }
 
@@ -126,6 +184,7 @@ impl Store for PostgresStore {
         snapshot: &NativeSnapshot,
         tools: &NativeTools,
     ) -> Result<()> {
+        self.refuse_native("load")?;
         self.load_native(source, snapshot, tools)
     }
 
@@ -136,13 +195,28 @@ impl Store for PostgresStore {
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
+        let mut tx = tx;
+        let model_table = !self.layout.owned && Self::model_table_exists(&mut tx, &self.names)?;
+        if !self.layout.owned {
+            // Naive and text times are UTC.
+            tx.batch_execute("SET LOCAL TimeZone = 'UTC'")?;
+        }
         Ok(Box::new(read::PgSnapshot {
             tx,
-            names: &self.names,
+            reading: read::Reading {
+                layout: &self.layout,
+                names: &self.names,
+                model_table,
+            },
         }))
     }
 
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        if !self.layout.owned {
+            return Err(StoreError::Refused(
+                "writing into an application's tables is not supported yet: backup, verify, diff and status work on them".into(),
+            ));
+        }
         self.acquire_restore_lock()?;
         if let Err(e) = self.client.batch_execute("BEGIN") {
             self.release_restore_lock();
@@ -151,6 +225,7 @@ impl Store for PostgresStore {
         Ok(Box::new(write::PgWrite {
             client: &mut self.client,
             names: &self.names,
+            layout: &self.layout,
             done: false,
             vector_type: None,
             rebuild: None,

@@ -3,7 +3,7 @@
 //! client tools get the connection in `PG*` variables, never on a command line.
 
 use super::super::{NativeCheck, NativeSnapshot, NativeTools, Result, StoreError};
-use super::read::{embedding_models, inventory};
+use super::read::{embedding_models, inventory, Reading};
 use super::PostgresStore;
 use postgres::config::SslMode;
 use postgres::IsolationLevel;
@@ -200,8 +200,13 @@ impl PostgresStore {
             .read_only(true)
             .start()?;
         let exported: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
-        let held = inventory(&mut tx, n)?;
-        let models = embedding_models(&mut tx, n)?;
+        let reading = Reading {
+            layout: &self.layout,
+            names: n,
+            model_table: false,
+        };
+        let held = inventory(&mut tx, &reading)?;
+        let models = embedding_models(&mut tx, &reading)?;
         let version: i32 = tx
             .query_one(
                 &format!("SELECT coalesce(max(version), 0) FROM {}", n.migrations),

@@ -1,12 +1,13 @@
-//! Reading: one `REPEATABLE READ, READ ONLY` transaction per snapshot; the backup's three row
-//! streams come through portals, a page at a time, and are merged by `store::merge`.
+//! Reading: one `REPEATABLE READ, READ ONLY` transaction per snapshot; the backup's row streams
+//! (analyses, chunks, artifacts, and findings where they are rows) come through portals, a page
+//! at a time, and are merged by `store::merge`. Every statement is built from the [`Layout`], so
+//! goldset's own tables and an application's are read by the same code; nothing here writes.
 
+use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::merge::{self, RowStreams};
-use super::super::{
-    schema, CacheUsage, EmbeddingHealth, EmbeddingModel, Inventory, ReadSnapshot, Result,
-};
+use super::super::{CacheUsage, EmbeddingHealth, EmbeddingModel, Inventory, ReadSnapshot, Result};
 use super::{decode, Names};
-use crate::model::{Analysis, Artifact, Chunk, Counts, StatusFilter};
+use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Transaction};
 use std::collections::VecDeque;
@@ -15,58 +16,101 @@ use uuid::Uuid;
 /// Rows fetched per round trip when streaming a backup.
 const FETCH_ROWS: i32 = 1000;
 
+/// What a reader needs to know: the layout, goldset's own tables, and whether goldset's record
+/// of embedding models exists beside an application's tables.
+pub(super) struct Reading<'c> {
+    pub(super) layout: &'c Layout,
+    pub(super) names: &'c Names,
+    /// `schema.goldset_embeddings` exists (adopted layouts without a model column).
+    pub(super) model_table: bool,
+}
+
+impl Reading<'_> {
+    /// The stored status words for `filter`'s goldset words.
+    fn status_clause(&self) -> String {
+        format!("WHERE a.{} = ANY($1)", q(&self.layout.analyses.status))
+    }
+
+    fn statuses(&self, filter: &StatusFilter) -> Option<Vec<String>> {
+        match filter {
+            StatusFilter::All => None,
+            StatusFilter::Only(list) => Some(
+                list.iter()
+                    .map(|s| self.layout.status_to_store(s).to_owned())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `created_at` as an instant that orders correctly (text is cast; the session is UTC).
+    fn time_order(&self, alias: &str) -> String {
+        let column = format!("{alias}.{}", q(&self.layout.analyses.created_at));
+        match self.layout.timestamps {
+            TimeEncoding::Text => format!("({column})::timestamptz"),
+            _ => column,
+        }
+    }
+
+    /// The model of chunk `c`'s embedding, and the join that provides it.
+    fn model(&self) -> (String, String) {
+        let c = &self.layout.chunks;
+        match (&c.embedding_model, self.model_table) {
+            (Some(column), _) => (format!("c.{}", q(column)), String::new()),
+            (None, true) => (
+                "e.model".into(),
+                format!(
+                    "LEFT JOIN {} e ON e.chunk_id = c.{}::text",
+                    self.names.embeddings,
+                    q(&c.id)
+                ),
+            ),
+            (None, false) => ("NULL::text".into(), String::new()),
+        }
+    }
+
+    /// The number of values in chunk `c`'s embedding.
+    fn dimension(&self) -> String {
+        let e = format!("c.{}", q(&self.layout.chunks.embedding));
+        match self.layout.embedding {
+            EmbeddingEncoding::Vector => format!("vector_dims({e})"),
+            EmbeddingEncoding::RealArray => format!("array_length({e}, 1)"),
+            EmbeddingEncoding::F32Le => format!("(octet_length({e}) / 4)::int"),
+            EmbeddingEncoding::Json => format!("json_array_length(({e})::json)"),
+        }
+    }
+}
+
 /// A read-only view of one moment.
 pub(super) struct PgSnapshot<'c> {
     pub(super) tx: Transaction<'c>,
-    pub(super) names: &'c Names,
-}
-
-/// `WHERE a.status = ANY($1)` (or nothing) and its parameter.
-struct StatusClause {
-    sql: &'static str,
-    statuses: Vec<String>,
-}
-
-impl StatusClause {
-    fn new(filter: &StatusFilter) -> Self {
-        match filter {
-            StatusFilter::All => StatusClause {
-                sql: "",
-                statuses: Vec::new(),
-            },
-            StatusFilter::Only(list) => StatusClause {
-                sql: "WHERE a.status = ANY($1)",
-                statuses: list.clone(),
-            },
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        if self.sql.is_empty() {
-            Vec::new()
-        } else {
-            vec![&self.statuses]
-        }
-    }
+    pub(super) reading: Reading<'c>,
 }
 
 /// What the tables hold.
-pub(super) fn inventory(client: &mut impl GenericClient, n: &Names) -> Result<Inventory> {
+pub(super) fn inventory(client: &mut impl GenericClient, r: &Reading<'_>) -> Result<Inventory> {
+    let l = r.layout;
     let mut inv = Inventory::default();
-    for r in client.query(
+    for row in client.query(
         &format!(
-            "SELECT coalesce(status, ''), count(*) FROM {} GROUP BY 1",
-            n.analyses
+            "SELECT coalesce(({})::text, ''), count(*) FROM {} GROUP BY 1",
+            q(&l.analyses.status),
+            q(&l.analyses.table)
         ),
         &[],
     )? {
-        inv.analyses_by_status
-            .insert(r.get(0), r.get::<_, i64>(1) as u64);
+        let status: String = row.get(0);
+        *inv.analyses_by_status
+            .entry(l.status_from_store(&status).to_owned())
+            .or_default() += row.get::<_, i64>(1) as u64;
     }
+    let artifacts = match &l.artifacts {
+        Some(t) => format!("(SELECT count(*) FROM {})", q(&t.table)),
+        None => "0::bigint".into(),
+    };
     let counts = client.query_one(
         &format!(
-            "SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})",
-            n.chunks, n.artifacts
+            "SELECT (SELECT count(*) FROM {}), {artifacts}",
+            q(&l.chunks.table)
         ),
         &[],
     )?;
@@ -78,36 +122,47 @@ pub(super) fn inventory(client: &mut impl GenericClient, n: &Names) -> Result<In
 /// The models and dimensions of the stored embeddings, with chunk counts.
 pub(super) fn embedding_models(
     client: &mut impl GenericClient,
-    n: &Names,
+    r: &Reading<'_>,
 ) -> Result<Vec<EmbeddingModel>> {
+    let (model, join) = r.model();
     let rows = client.query(
         &format!(
-            "SELECT coalesce(embedding_model, ''), vector_dims(embedding), count(*) FROM {}
-              WHERE embedding IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1",
-            n.chunks
+            "SELECT coalesce({model}, ''), {}, count(*) FROM {} c {join}
+              WHERE c.{} IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1",
+            r.dimension(),
+            q(&r.layout.chunks.table),
+            q(&r.layout.chunks.embedding),
         ),
         &[],
     )?;
     Ok(rows
         .iter()
-        .map(|r| EmbeddingModel {
-            model: r.get(0),
-            dimension: r.get::<_, i32>(1) as usize,
-            chunks: r.get::<_, i64>(2) as u64,
+        .map(|row| EmbeddingModel {
+            model: row.get(0),
+            dimension: row.get::<_, Option<i32>>(1).unwrap_or(0) as usize,
+            chunks: row.get::<_, i64>(2) as u64,
         })
         .collect())
 }
 
 /// The (model, text digest) pairs that chunks use.
-pub(super) fn used_cache_keys(n: &Names) -> String {
+pub(super) fn used_cache_keys(r: &Reading<'_>) -> String {
+    let (model, join) = r.model();
     format!(
-        "SELECT DISTINCT embedding_model AS model, sha256(convert_to(content, 'UTF8')) AS digest
-           FROM {} WHERE embedding_model IS NOT NULL",
-        n.chunks
+        "SELECT DISTINCT {model} AS model, sha256(convert_to(c.{}, 'UTF8')) AS digest
+           FROM {} c {join} WHERE {model} IS NOT NULL",
+        q(&r.layout.chunks.content),
+        q(&r.layout.chunks.table),
     )
 }
 
-fn embedding_cache(client: &mut impl GenericClient, n: &Names) -> Result<Vec<CacheUsage>> {
+fn embedding_cache(client: &mut impl GenericClient, r: &Reading<'_>) -> Result<Vec<CacheUsage>> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&r.names.cache])?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
     let rows = client.query(
         &format!(
             "WITH used AS ({})
@@ -115,19 +170,19 @@ fn embedding_cache(client: &mut impl GenericClient, n: &Names) -> Result<Vec<Cac
                     sum(octet_length(c.embedding))::bigint, count(*) FILTER (WHERE u.model IS NULL)
                FROM {} c LEFT JOIN used u ON u.model = c.model AND u.digest = c.content_sha256
               GROUP BY 1, 2 ORDER BY 1, 2",
-            used_cache_keys(n),
-            n.cache
+            used_cache_keys(r),
+            r.names.cache
         ),
         &[],
     )?;
     Ok(rows
         .iter()
-        .map(|r| CacheUsage {
-            model: r.get(0),
-            dimension: r.get::<_, i32>(1) as usize,
-            entries: r.get::<_, i64>(2) as u64,
-            bytes: r.get::<_, i64>(3) as u64,
-            unused: r.get::<_, i64>(4) as u64,
+        .map(|row| CacheUsage {
+            model: row.get(0),
+            dimension: row.get::<_, i32>(1) as usize,
+            entries: row.get::<_, i64>(2) as u64,
+            bytes: row.get::<_, i64>(3) as u64,
+            unused: row.get::<_, i64>(4) as u64,
         })
         .collect())
 }
@@ -150,12 +205,14 @@ impl Paged {
     }
 }
 
-/// The three portals of a backup, on the snapshot's transaction.
+/// The portals of a backup, on the snapshot's transaction.
 struct Portals<'s, 'c> {
     tx: &'s mut Transaction<'c>,
+    layout: &'s Layout,
     analyses: Paged,
     chunks: Paged,
-    artifacts: Paged,
+    artifacts: Option<Paged>,
+    findings: Option<Paged>,
 }
 
 impl RowStreams for Portals<'_, '_> {
@@ -163,48 +220,79 @@ impl RowStreams for Portals<'_, '_> {
 
     fn next_analysis(&mut self) -> Result<Option<(Uuid, Analysis)>> {
         match self.analyses.next(self.tx)? {
-            Some(row) => decode::analysis(&row).map(|a| Some((a.id, a))),
+            Some(row) => decode::analysis(&row, self.layout).map(|a| Some((a.id, a))),
             None => Ok(None),
         }
     }
 
     fn next_chunk(&mut self) -> Result<Option<(Uuid, Chunk)>> {
+        let table = &self.layout.chunks.table;
         self.chunks
             .next(self.tx)?
-            .map(|r| decode::chunk(&r))
+            .map(|r| decode::chunk(&r, table))
             .transpose()
     }
 
     fn next_artifact(&mut self) -> Result<Option<(Uuid, Artifact)>> {
-        self.artifacts
+        let (Some(paged), Some(t)) = (&mut self.artifacts, &self.layout.artifacts) else {
+            return Ok(None);
+        };
+        paged
             .next(self.tx)?
-            .map(|r| decode::artifact(&r))
+            .map(|r| decode::artifact(&r, &t.table))
+            .transpose()
+    }
+
+    fn next_finding(&mut self) -> Result<Option<(Uuid, Finding)>> {
+        let (Some(paged), Some(t)) = (&mut self.findings, &self.layout.findings) else {
+            return Ok(None);
+        };
+        paged
+            .next(self.tx)?
+            .map(|r| decode::finding(&r, &t.table))
             .transpose()
     }
 }
 
 impl ReadSnapshot for PgSnapshot<'_> {
     fn inventory(&mut self) -> Result<Inventory> {
-        inventory(&mut self.tx, self.names)
+        inventory(&mut self.tx, &self.reading)
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
-        embedding_models(&mut self.tx, self.names)
+        embedding_models(&mut self.tx, &self.reading)
     }
 
     fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {
-        let n = self.names;
-        let status = StatusClause::new(filter);
-        let clause = status.sql;
+        let r = &self.reading;
+        let l = r.layout;
+        let statuses = r.statuses(filter);
+        let clause = if statuses.is_some() {
+            r.status_clause()
+        } else {
+            String::new()
+        };
+        let (a, aid) = (q(&l.analyses.table), q(&l.analyses.id));
+        let artifacts = match &l.artifacts {
+            Some(t) => format!(
+                "(SELECT count(*) FROM {a} a JOIN {} r ON r.{} = a.{aid} {clause})",
+                q(&t.table),
+                q(&t.analysis_id)
+            ),
+            None => "0::bigint".into(),
+        };
         let sql = format!(
             "SELECT (SELECT count(*) FROM {a} a {clause}),
-                    (SELECT count(*) FROM {a} a JOIN {c} c ON c.analysis_id = a.id {clause}),
-                    (SELECT count(*) FROM {a} a JOIN {r} r ON r.analysis_id = a.id {clause})",
-            a = n.analyses,
-            c = n.chunks,
-            r = n.artifacts
+                    (SELECT count(*) FROM {a} a JOIN {c} c ON c.{cid} = a.{aid} {clause}),
+                    {artifacts}",
+            c = q(&l.chunks.table),
+            cid = q(&l.chunks.analysis_id),
         );
-        let row = self.tx.query_one(&sql, &status.params())?;
+        let params: Vec<&(dyn ToSql + Sync)> = match &statuses {
+            Some(s) => vec![s],
+            None => Vec::new(),
+        };
+        let row = self.tx.query_one(&sql, &params)?;
         Ok(Counts {
             total_analyses: row.get::<_, i64>(0) as u64,
             total_chunks: row.get::<_, i64>(1) as u64,
@@ -217,71 +305,157 @@ impl ReadSnapshot for PgSnapshot<'_> {
         filter: &StatusFilter,
         visit: &mut dyn FnMut(Analysis) -> Result<()>,
     ) -> Result<()> {
-        let n = self.names;
-        let status = StatusClause::new(filter);
-        let (clause, params) = (status.sql, status.params());
-        let order = "ORDER BY a.created_at, a.id";
-        let mut bind = |sql: String| -> Result<Paged> {
+        let r = &self.reading;
+        let l = r.layout;
+        let statuses = r.statuses(filter);
+        let clause = if statuses.is_some() {
+            r.status_clause()
+        } else {
+            String::new()
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = match &statuses {
+            Some(s) => vec![s],
+            None => Vec::new(),
+        };
+        let (at, aid) = (r.time_order("a"), format!("a.{}", q(&l.analyses.id)));
+        let order = format!("ORDER BY {at}, {aid}");
+        let a = &l.analyses;
+        let findings = match &a.findings {
+            Some(column) => format!("a.{}", q(column)),
+            None => "NULL::jsonb".into(),
+        };
+        let analyses_sql = format!(
+            "SELECT {aid}, a.{}, a.{}, a.{}, a.{}, {findings} FROM {} a {clause} {order}",
+            q(&a.url),
+            q(&a.content_type),
+            q(&a.status),
+            q(&a.created_at),
+            q(&a.table)
+        );
+        // Children come through a lateral join on the ordered analysis keys: a nested loop over
+        // the (analysis id, child order) index that streams in backup order, instead of
+        // sorting every wide row (which spills to disk).
+        let keys = format!(
+            "(SELECT {aid} AS k_id, {at} AS k_at FROM {} a {clause} {order}) k",
+            q(&a.table)
+        );
+        let child = |select: String, table: &str, owner: &str, child_order: &str| {
+            format!(
+                "SELECT {select} FROM {keys} CROSS JOIN LATERAL
+                     (SELECT * FROM {} x WHERE x.{} = k.k_id {child_order}) x
+                 ORDER BY k.k_at, k.k_id{}",
+                q(table),
+                q(owner),
+                child_order.replace("ORDER BY x.", ", x.")
+            )
+        };
+        let c = &l.chunks;
+        let optional = |column: &Option<String>| match column {
+            Some(name) => format!("x.{}", q(name)),
+            None => "NULL::text".into(),
+        };
+        let chunks_sql = child(
+            format!(
+                "x.{}, x.{}, x.{}, x.{}, {}, {}, x.{}",
+                q(&c.id),
+                q(&c.analysis_id),
+                q(&c.chunk_index),
+                q(&c.content),
+                optional(&c.section_title),
+                optional(&c.section_path),
+                q(&c.content_type)
+            ),
+            &c.table,
+            &c.analysis_id,
+            &format!("ORDER BY x.{}", q(&c.chunk_index)),
+        );
+        let artifacts_sql = l.artifacts.as_ref().map(|t| {
+            child(
+                format!(
+                    "x.{}, x.{}, x.{}, x.{}, x.{}",
+                    q(&t.id),
+                    q(&t.analysis_id),
+                    q(&t.summary),
+                    q(&t.key_findings),
+                    q(&t.metadata)
+                ),
+                &t.table,
+                &t.analysis_id,
+                "",
+            )
+        });
+        let findings_sql = l.findings.as_ref().map(|f| {
+            child(
+                format!(
+                    "x.{}, x.{}, x.{}, x.{}, (x.{})::float8, {}",
+                    q(&f.analysis_id),
+                    q(&f.agent),
+                    q(&f.category),
+                    q(&f.content),
+                    q(&f.confidence),
+                    match &f.metadata {
+                        Some(m) => format!("x.{}", q(m)),
+                        None => "NULL::jsonb".into(),
+                    }
+                ),
+                &f.table,
+                &f.analysis_id,
+                &format!("ORDER BY x.{}", q(&f.position)),
+            )
+        });
+        let tx = &mut self.tx;
+        let mut bind = |sql: &str| -> Result<Paged> {
+            tracing::debug!(sql, "backup stream");
             Ok(Paged {
-                portal: self.tx.bind(&sql, &params)?,
+                portal: tx.bind(sql, &params)?,
                 page: VecDeque::new(),
                 exhausted: false,
             })
         };
-        let analyses = bind(format!(
-            "SELECT {} FROM {} a {clause} {order}",
-            schema::qualified("a", schema::ANALYSIS_COLUMNS),
-            n.analyses
-        ))?;
-        // Children come through a lateral join on the ordered analysis keys: a nested loop over
-        // the (analysis_id, chunk_index) index that streams in backup order, instead of
-        // sorting every wide row (which spills to disk).
-        let keys = format!(
-            "(SELECT a.id, a.created_at FROM {} a {clause} {order}) a",
-            n.analyses
-        );
-        let chunks = bind(format!(
-            "SELECT {} FROM {keys} CROSS JOIN LATERAL
-                 (SELECT * FROM {} c WHERE c.analysis_id = a.id ORDER BY c.chunk_index) c
-             {order}, c.chunk_index",
-            schema::qualified("c", schema::CHUNK_COLUMNS),
-            n.chunks
-        ))?;
-        let artifacts = bind(format!(
-            "SELECT {} FROM {keys} CROSS JOIN LATERAL
-                 (SELECT * FROM {} r WHERE r.analysis_id = a.id) r
-             {order}",
-            schema::qualified("r", schema::ARTIFACT_COLUMNS),
-            n.artifacts
-        ))?;
+        let analyses = bind(&analyses_sql)?;
+        let chunks = bind(&chunks_sql)?;
+        let artifacts = artifacts_sql.as_deref().map(&mut bind).transpose()?;
+        let findings = findings_sql.as_deref().map(&mut bind).transpose()?;
         let mut portals = Portals {
-            tx: &mut self.tx,
+            tx,
+            layout: l,
             analyses,
             chunks,
             artifacts,
+            findings,
         };
         merge::for_each_analysis(&mut portals, visit)
     }
 
     fn embedding_cache(&mut self) -> Result<Vec<CacheUsage>> {
-        embedding_cache(&mut self.tx, self.names)
+        embedding_cache(&mut self.tx, &self.reading)
     }
 
     fn orphans(&mut self) -> Result<(u64, Vec<String>)> {
-        let n = self.names;
-        let rows = self.tx.query(
-            &format!(
-                "SELECT 'chunk ' || c.id || ' of missing analysis ' || c.analysis_id FROM {c} c
-                  WHERE NOT EXISTS (SELECT 1 FROM {a} a WHERE a.id = c.analysis_id)
-                 UNION ALL
-                 SELECT 'artifact ' || r.id || ' of missing analysis ' || r.analysis_id FROM {r} r
-                  WHERE NOT EXISTS (SELECT 1 FROM {a} a WHERE a.id = r.analysis_id)",
-                a = n.analyses,
-                c = n.chunks,
-                r = n.artifacts
-            ),
-            &[],
-        )?;
+        let l = self.reading.layout;
+        let (a, aid) = (q(&l.analyses.table), q(&l.analyses.id));
+        let orphans_of = |kind: &str, table: &str, id: &str, owner: &str| {
+            format!(
+                "SELECT '{kind} ' || x.{id}::text || ' of missing analysis ' || x.{owner}::text
+                   FROM {} x WHERE NOT EXISTS (SELECT 1 FROM {a} a WHERE a.{aid} = x.{owner})",
+                q(table),
+                id = q(id),
+                owner = q(owner)
+            )
+        };
+        let mut parts = vec![orphans_of(
+            "chunk",
+            &l.chunks.table,
+            &l.chunks.id,
+            &l.chunks.analysis_id,
+        )];
+        if let Some(t) = &l.artifacts {
+            parts.push(orphans_of("artifact", &t.table, &t.id, &t.analysis_id));
+        }
+        if let Some(f) = &l.findings {
+            parts.push(orphans_of("finding", &f.table, &f.position, &f.analysis_id));
+        }
+        let rows = self.tx.query(&parts.join(" UNION ALL "), &[])?;
         let examples = rows
             .iter()
             .take(crate::report::EXAMPLES_PER_CHECK)
@@ -291,16 +465,18 @@ impl ReadSnapshot for PgSnapshot<'_> {
     }
 
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth> {
-        let n = self.names;
+        let r = &self.reading;
+        let (found, join) = r.model();
+        let dims = r.dimension();
+        let c = &r.layout.chunks;
+        let (table, id, e) = (q(&c.table), q(&c.id), format!("c.{}", q(&c.embedding)));
         let row = self.tx.query_one(
             &format!(
                 "SELECT count(*),
-                        count(*) FILTER (WHERE embedding IS NULL),
-                        count(*) FILTER (WHERE embedding IS NOT NULL AND embedding_model IS DISTINCT FROM $1),
-                        count(*) FILTER (WHERE embedding IS NOT NULL AND embedding_model = $1
-                                           AND vector_dims(embedding) <> $2)
-                   FROM {}",
-                n.chunks
+                        count(*) FILTER (WHERE {e} IS NULL),
+                        count(*) FILTER (WHERE {e} IS NOT NULL AND {found} IS DISTINCT FROM $1),
+                        count(*) FILTER (WHERE {e} IS NOT NULL AND {found} = $1 AND {dims} <> $2)
+                   FROM {table} c {join}"
             ),
             &[&model, &(dimension as i32)],
         )?;
@@ -314,25 +490,28 @@ impl ReadSnapshot for PgSnapshot<'_> {
         if h.missing + h.other_model + h.wrong_dimension > 0 {
             let rows = self.tx.query(
                 &format!(
-                    "SELECT id::text, embedding_model, vector_dims(embedding) FROM {}
-                      WHERE embedding IS NULL OR embedding_model IS DISTINCT FROM $1 OR vector_dims(embedding) <> $2
-                      ORDER BY id LIMIT $3",
-                    n.chunks
+                    "SELECT c.{id}::text, {found}, {dims} FROM {table} c {join}
+                      WHERE {e} IS NULL OR {found} IS DISTINCT FROM $1 OR {dims} <> $2
+                      ORDER BY c.{id} LIMIT $3"
                 ),
-                &[&model, &(dimension as i32), &(crate::report::EXAMPLES_PER_CHECK as i64)],
+                &[
+                    &model,
+                    &(dimension as i32),
+                    &(crate::report::EXAMPLES_PER_CHECK as i64),
+                ],
             )?;
-            for r in rows {
-                let id: String = r.get(0);
-                let found: Option<String> = r.get(1);
-                let dims: Option<i32> = r.get(2);
+            for row in rows {
+                let id: String = row.get(0);
+                let found: Option<String> = row.get(1);
+                let dims: Option<i32> = row.get(2);
                 h.examples.push(match (found, dims) {
                     (_, None) => format!("chunk {id}: no embedding"),
-                    (found, _) if found.as_deref() != Some(model) => {
-                        format!(
-                            "chunk {id}: embedded by {:?}, expected {model:?}",
-                            found.unwrap_or_default()
-                        )
-                    }
+                    (found, _) if found.as_deref() != Some(model) => match found {
+                        Some(found) => format!("chunk {id}: embedded by {found:?}, expected {model:?}"),
+                        None => format!(
+                            "chunk {id}: no record of the model that embedded it, expected {model:?} (restore or reembed with goldset to record it)"
+                        ),
+                    },
                     (_, Some(d)) => format!("chunk {id}: dimension {d}, expected {dimension}"),
                 });
             }

@@ -1,12 +1,14 @@
 //! Writing: a transaction on the store's connection, under the schema's restore lock, that
 //! rolls back (and unlocks) when dropped without `commit`.
 
+use super::super::layout::Layout;
 use super::super::{
     blob_to_vector, insert_each, schema, vector_to_blob, BatchSource, ChunkEmbeddings, ChunkText,
     ContentDigest, EmbeddingModel, Existing, Inventory, RecordKind, Result, WriteTransaction,
 };
 use super::bulk::{chunk_columns, copy_sql, TableRows};
 use super::copy;
+use super::read::Reading;
 use super::read::{embedding_models, inventory, used_cache_keys};
 use super::Names;
 use crate::model::Analysis;
@@ -21,6 +23,8 @@ use uuid::Uuid;
 pub(super) struct PgWrite<'c> {
     pub(super) client: &'c mut Client,
     pub(super) names: &'c Names,
+    /// goldset's own layout (the only one written here).
+    pub(super) layout: &'c Layout,
     pub(super) done: bool,
     /// The `vector` type's OID-bearing descriptor, looked up once.
     pub(super) vector_type: Option<Type>,
@@ -40,6 +44,15 @@ impl Drop for PgWrite<'_> {
 }
 
 impl PgWrite<'_> {
+    /// How the transaction reads goldset's own tables.
+    fn reading(&self) -> Reading<'_> {
+        Reading {
+            layout: self.layout,
+            names: self.names,
+            model_table: false,
+        }
+    }
+
     /// Runs `COPY table (columns) FROM STDIN (FORMAT binary)` with `data`, already encoded.
     pub(super) fn copy_in(
         &mut self,
@@ -66,7 +79,12 @@ impl PgWrite<'_> {
 
 impl WriteTransaction for PgWrite<'_> {
     fn inventory(&mut self) -> Result<Inventory> {
-        inventory(self.client, self.names)
+        let reading = Reading {
+            layout: self.layout,
+            names: self.names,
+            model_table: false,
+        };
+        inventory(self.client, &reading)
     }
 
     fn delete_all(&mut self) -> Result<()> {
@@ -178,7 +196,12 @@ impl WriteTransaction for PgWrite<'_> {
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
-        embedding_models(self.client, self.names)
+        let reading = Reading {
+            layout: self.layout,
+            names: self.names,
+            model_table: false,
+        };
+        embedding_models(self.client, &reading)
     }
 
     fn prepare_embeddings(&mut self, dimension: usize) -> Result<()> {
@@ -323,7 +346,7 @@ impl WriteTransaction for PgWrite<'_> {
                 "WITH used AS ({}),
                       gone AS (DELETE FROM {} c {condition} RETURNING octet_length(c.embedding) AS bytes)
                  SELECT count(*), coalesce(sum(bytes), 0)::bigint FROM gone",
-                used_cache_keys(n),
+                used_cache_keys(&self.reading()),
                 n.cache
             ),
             &[],

@@ -2,25 +2,27 @@
 //! is an error naming table, row and column.
 
 use super::super::error::json_problem;
+use super::super::layout::Layout;
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
 use crate::timestamp::Timestamp;
-use rusqlite::types::FromSql;
+use rusqlite::types::{FromSql, ValueRef};
 use rusqlite::Row;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Reads the columns of one row of `table`, naming the row (by the id in column 0) and the
-/// column in every error.
+/// column in every error. Values are read by their stored type: ids as hyphenated or 32-hex
+/// text, times as microseconds (goldset's schema) or text (an application's), JSON as text.
 pub(super) struct RowReader<'a, 'r> {
     row: &'a Row<'r>,
-    table: &'static str,
+    table: &'a str,
     id: String,
 }
 
 impl<'a, 'r> RowReader<'a, 'r> {
-    pub(super) fn new(row: &'a Row<'r>, table: &'static str) -> Self {
+    pub(super) fn new(row: &'a Row<'r>, table: &'a str) -> Self {
         let id = match row.get_ref(0) {
             Ok(value) => match value.as_str() {
                 Ok(text) => text.to_owned(),
@@ -41,15 +43,33 @@ impl<'a, 'r> RowReader<'a, 'r> {
         self.row.get(i).map_err(|e| self.bad(i, e))
     }
 
-    /// Column `i`: a UUID in text.
-    pub(super) fn uuid(&self, i: usize) -> Result<Uuid> {
-        let text: String = self.get(i)?;
-        Uuid::try_parse(&text).map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))
+    /// Column `i`, which must not be NULL.
+    pub(super) fn required<T: FromSql>(&self, i: usize) -> Result<T> {
+        self.get::<Option<T>>(i)?
+            .ok_or_else(|| self.bad(i, "NULL where a value is required"))
     }
 
-    /// Column `i`: microseconds since the Unix epoch, within the years a backup can hold.
+    /// Column `i`: a UUID in text (with hyphens, or 32 hex digits).
+    pub(super) fn uuid(&self, i: usize) -> Result<Uuid> {
+        let text: String = self.required(i)?;
+        Uuid::try_parse(text.trim())
+            .map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))
+    }
+
+    /// Column `i`: an instant within the years a backup can hold — microseconds since the
+    /// Unix epoch, or text (`YYYY-MM-DD HH:MM:SS[.ffffff][offset]`, UTC without an offset).
     pub(super) fn timestamp(&self, i: usize) -> Result<Timestamp> {
-        let micros: i64 = self.get(i)?;
+        let micros = match self.row.get_ref(i).map_err(|e| self.bad(i, e))? {
+            ValueRef::Integer(micros) => micros,
+            ValueRef::Text(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
+                Timestamp::parse(&text)
+                    .map_err(|e| self.bad(i, e))?
+                    .unix_micros()
+            }
+            ValueRef::Null => return Err(self.bad(i, "NULL where a value is required")),
+            other => return Err(self.bad(i, format!("a time stored as {:?}", other.data_type()))),
+        };
         Timestamp::checked_from_unix_micros(micros).ok_or_else(|| {
             self.bad(
                 i,
@@ -60,10 +80,23 @@ impl<'a, 'r> RowReader<'a, 'r> {
 
     /// Column `i`: JSON text of the shape `T`.
     pub(super) fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T> {
-        let text: String = self.get(i)?;
+        let text: String = self.required(i)?;
         let mut reader = serde_json::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(&mut reader).map_err(|e| self.bad(i, json_problem(&e)))
     }
+
+    /// Column `i`: JSON text of the shape `T`, or `None` for NULL.
+    pub(super) fn optional_json<T: DeserializeOwned>(&self, i: usize) -> Result<Option<T>> {
+        match self.row.get_ref(i).map_err(|e| self.bad(i, e))? {
+            ValueRef::Null => Ok(None),
+            _ => self.json(i).map(Some),
+        }
+    }
+}
+
+/// The stored text of an id column (the merge key: children name their analysis this way).
+pub(super) fn key(row: &Row, i: usize) -> Result<String> {
+    Ok(row.get(i)?)
 }
 
 /// A UUID stored as text, where the id is not part of a record being read.
@@ -72,16 +105,21 @@ pub(super) fn uuid_text(row: &Row, i: usize) -> Result<Uuid> {
     Uuid::try_parse(&text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
 }
 
-/// `id, url, content_type, status, created_at, findings`.
-pub(super) fn analysis(row: &Row) -> Result<Analysis> {
-    let r = RowReader::new(row, "analyses");
+/// `id, url, content_type, status, created_at, findings` (findings NULL when they are rows of
+/// their own).
+pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
+    let r = RowReader::new(row, &layout.analyses.table);
+    let status: String = r.required(3)?;
     Ok(Analysis {
         id: r.uuid(0)?,
-        url: r.get(1)?,
-        content_type: r.get(2)?,
-        status: r.get(3)?,
+        url: r.required(1)?,
+        content_type: r.required(2)?,
+        status: layout.status_from_store(&status).to_owned(),
         created_at: r.timestamp(4)?,
-        findings: r.json::<Vec<Finding>>(5)?,
+        findings: match layout.analyses.findings {
+            Some(_) => r.json::<Vec<Finding>>(5)?,
+            None => Vec::new(),
+        },
         chunks: Vec::new(),
         artifact: None,
     })
@@ -89,32 +127,48 @@ pub(super) fn analysis(row: &Row) -> Result<Analysis> {
 
 /// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the id
 /// text of its analysis, and the chunk.
-pub(super) fn chunk(row: &Row) -> Result<(String, Chunk)> {
-    let r = RowReader::new(row, "chunks");
+pub(super) fn chunk(row: &Row, table: &str) -> Result<(String, Chunk)> {
+    let r = RowReader::new(row, table);
     Ok((
-        r.get(1)?,
+        r.required(1)?,
         Chunk {
             id: r.uuid(0)?,
-            chunk_index: r.get(2)?,
-            content: r.get(3)?,
+            chunk_index: r.required(2)?,
+            content: r.required(3)?,
             section_title: r.get(4)?,
             section_path: r.get(5)?,
-            content_type: r.get(6)?,
+            content_type: r.required(6)?,
         },
     ))
 }
 
 /// `id, analysis_id, summary, key_findings, metadata`: the id text of its analysis, and the
 /// artifact.
-pub(super) fn artifact(row: &Row) -> Result<(String, Artifact)> {
-    let r = RowReader::new(row, "artifacts");
+pub(super) fn artifact(row: &Row, table: &str) -> Result<(String, Artifact)> {
+    let r = RowReader::new(row, table);
     Ok((
-        r.get(1)?,
+        r.required(1)?,
         Artifact {
             id: r.uuid(0)?,
             summary: r.get(2)?,
             key_findings: r.json::<Vec<Value>>(3)?,
             metadata: r.json::<Map<String, Value>>(4)?,
+        },
+    ))
+}
+
+/// `analysis_id, agent, category, content, confidence, metadata`: the id text of its analysis,
+/// and a finding that is a row of its own.
+pub(super) fn finding(row: &Row, table: &str) -> Result<(String, Finding)> {
+    let r = RowReader::new(row, table);
+    Ok((
+        r.required(0)?,
+        Finding {
+            agent: r.required(1)?,
+            category: r.required(2)?,
+            content: r.required(3)?,
+            confidence: r.required(4)?,
+            metadata: r.optional_json(5)?,
         },
     ))
 }

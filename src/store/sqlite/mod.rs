@@ -10,6 +10,7 @@
 //! log, then again at checkpoint). Measured on 100k chunks, the rollback journal restores about
 //! 1.5× faster; concurrent readers during a restore matter less for a golden dataset.
 
+mod catalog;
 mod decode;
 mod native;
 mod read;
@@ -17,6 +18,7 @@ mod write;
 
 pub(super) use native::check_file;
 
+use super::layout::Layout;
 use super::schema;
 use super::{
     Compaction, NativeSnapshot, NativeTools, OpenOptions, ReadSnapshot, Result, Store, StoreError,
@@ -33,7 +35,14 @@ use std::time::Duration;
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Where the dataset is: goldset's own tables or an application's.
+    layout: Layout,
 }
+
+/// goldset's record of the model of each embedding, beside an application's chunks table.
+const MODEL_TABLE: &str = "goldset_embeddings";
+/// The embedding cache beside an application's tables.
+const ADOPTED_CACHE: &str = "goldset_embedding_cache";
 
 impl SqliteStore {
     /// Opens the database at `path`, creating it (and its folder) when `options.create` is set,
@@ -52,6 +61,18 @@ impl SqliteStore {
                 path.display()
             )));
         }
+        if let Some(mapping) = &options.mapping {
+            return Self::open_adopted(path, options, mapping);
+        }
+        if options.inspect {
+            flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(path, flags)?;
+            return Ok(SqliteStore {
+                conn,
+                path: path.to_owned(),
+                layout: Layout::own(None),
+            });
+        }
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(if options.wait_for_lock {
             Duration::from_secs(600)
@@ -65,6 +86,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             conn,
             path: path.to_owned(),
+            layout: Layout::own(None),
         };
         let from = store.migrate()?;
         if from == 2 {
@@ -72,6 +94,54 @@ impl SqliteStore {
             store.reclaim_space()?;
         }
         Ok(store)
+    }
+
+    /// Opens an application's database file to work on its tables in place: read-only unless
+    /// the command writes, with no migration and no change of journal mode.
+    fn open_adopted(path: &Path, options: &OpenOptions, mapping: &Layout) -> Result<Self> {
+        let flags = if options.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(if options.wait_for_lock {
+            Duration::from_secs(600)
+        } else {
+            Duration::ZERO
+        })?;
+        register_sha256(&conn)?;
+        let store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+            layout: mapping.clone(),
+        };
+        catalog::read(&store.conn)?.check(&store.layout)?;
+        Ok(store)
+    }
+
+    /// How this connection reads the dataset.
+    fn reading(&self) -> read::Reading<'_> {
+        if self.layout.owned {
+            return read::Reading {
+                layout: &self.layout,
+                cache: schema::EMBEDDING_CACHE,
+                model_table: None,
+            };
+        }
+        let exists = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [MODEL_TABLE],
+                |r| r.get::<_, bool>(0),
+            )
+            .unwrap_or(false);
+        read::Reading {
+            layout: &self.layout,
+            cache: ADOPTED_CACHE,
+            model_table: exists.then_some(MODEL_TABLE),
+        }
     }
 
     /// Applies the missing migrations; returns the version the file was at.
@@ -106,6 +176,18 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Refuses native snapshots of an application's database: the file is the application's.
+    fn refuse_native(&self, what: &str) -> Result<()> {
+        if self.layout.owned {
+            return Ok(());
+        }
+        Err(StoreError::Refused(format!(
+            "{what} works on goldset's own database; for an application's tables use `goldset backup` / `goldset restore` (or copy the file)"
+        )))
+    }
+}
+
 impl Store for SqliteStore {
     fn location(&self) -> String {
         format!("sqlite:{}", self.path.display())
@@ -115,7 +197,16 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn catalog(&mut self) -> Result<super::catalog::Catalog> {
+        catalog::read(&self.conn)
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     fn native_dump(&mut self, target: &Path, _tools: &NativeTools) -> Result<NativeSnapshot> {
+        self.refuse_native("dump")?;
         self.dump_native(target)
     }
 
@@ -125,27 +216,49 @@ impl Store for SqliteStore {
         snapshot: &NativeSnapshot,
         _tools: &NativeTools,
     ) -> Result<()> {
+        self.refuse_native("load")?;
         self.load_native(source, snapshot)
     }
 
     fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>> {
+        let model_table = self.reading().model_table.is_some();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         // The first read fixes the snapshot.
         tx.query_row(
-            &format!("SELECT count(*) FROM {}", schema::ANALYSES),
+            &format!(
+                "SELECT count(*) FROM {}",
+                super::layout::quote_name(&self.layout.analyses.table)
+            ),
             [],
             |r| r.get::<_, i64>(0),
         )?;
-        Ok(Box::new(read::SqliteSnapshot { tx }))
+        let reading = read::Reading {
+            layout: &self.layout,
+            cache: if self.layout.owned {
+                schema::EMBEDDING_CACHE
+            } else {
+                ADOPTED_CACHE
+            },
+            model_table: model_table.then_some(MODEL_TABLE),
+        };
+        Ok(Box::new(read::SqliteSnapshot { tx, reading }))
     }
 
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        if !self.layout.owned {
+            return Err(StoreError::Refused(
+                "writing into an application's tables is not supported yet: backup, verify, diff and status work on them".into(),
+            ));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Ok(Box::new(write::SqliteWrite { tx }))
+        Ok(Box::new(write::SqliteWrite {
+            tx,
+            layout: &self.layout,
+        }))
     }
 
     fn reclaim_space(&mut self) -> Result<Option<Compaction>> {

@@ -1,8 +1,9 @@
 //! Native snapshots of SQLite: the online backup API writes a consistent copy; a load checks
 //! the file, copies it beside the database and swaps it in with one rename.
 
+use super::super::layout::Layout;
 use super::super::{schema, NativeCheck, NativeSnapshot, OpenOptions, Result, StoreError};
-use super::read::{embedding_models, inventory};
+use super::read::{embedding_models, inventory, Reading};
 use super::SqliteStore;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,12 @@ pub(super) fn read_snapshot_file(path: &Path) -> Result<NativeSnapshot> {
         )));
     }
     let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let own = Layout::own(None);
+    let reading = Reading {
+        layout: &own,
+        cache: schema::EMBEDDING_CACHE,
+        model_table: None,
+    };
     if version == 0 || version > schema::SCHEMA_VERSION {
         return Err(StoreError::Schema(format!(
             "{}: schema version {version}; this goldset reads 1..={}",
@@ -32,8 +39,8 @@ pub(super) fn read_snapshot_file(path: &Path) -> Result<NativeSnapshot> {
         tool: format!("SQLite {}", rusqlite::version()),
         schema: None,
         schema_version: version,
-        inventory: inventory(&conn)?,
-        embedding_models: embedding_models(&conn)?,
+        inventory: inventory(&conn, reading)?,
+        embedding_models: embedding_models(&conn, reading)?,
     })
 }
 

@@ -1,19 +1,32 @@
 //! Writing: a `BEGIN IMMEDIATE` transaction (a second writer waits instead of failing
 //! half-way), rows inserted one by one through cached statements.
 
+use super::super::layout::Layout;
 use super::super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::super::{
     blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
     Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::decode::uuid_text;
-use super::read::{embedding_models, inventory, used_cache_keys};
+use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use crate::model::Analysis;
 use rusqlite::{params, OptionalExtension, Transaction};
 use uuid::Uuid;
 
 pub(super) struct SqliteWrite<'c> {
     pub(super) tx: Transaction<'c>,
+    /// goldset's own layout (the only one written here).
+    pub(super) layout: &'c Layout,
+}
+
+impl SqliteWrite<'_> {
+    fn reading(&self) -> Reading<'_> {
+        Reading {
+            layout: self.layout,
+            cache: EMBEDDING_CACHE,
+            model_table: None,
+        }
+    }
 }
 
 /// A JSON column's value that cannot be written (never happens for validated records).
@@ -80,7 +93,7 @@ impl SqliteWrite<'_> {
 
 impl WriteTransaction for SqliteWrite<'_> {
     fn inventory(&mut self) -> Result<Inventory> {
-        inventory(&self.tx)
+        inventory(&self.tx, self.reading())
     }
 
     fn delete_all(&mut self) -> Result<()> {
@@ -92,7 +105,7 @@ impl WriteTransaction for SqliteWrite<'_> {
 
     fn load_in_bulk_if_empty(&mut self) -> Result<bool> {
         // BEGIN IMMEDIATE already keeps other writers out; SQLite has no bulk mode to enter.
-        Ok(inventory(&self.tx)? == Inventory::default())
+        Ok(inventory(&self.tx, self.reading())? == Inventory::default())
     }
 
     fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
@@ -149,7 +162,7 @@ impl WriteTransaction for SqliteWrite<'_> {
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
-        embedding_models(&self.tx)
+        embedding_models(&self.tx, self.reading())
     }
 
     fn prepare_embeddings(&mut self, _dimension: usize) -> Result<()> {
@@ -229,7 +242,7 @@ impl WriteTransaction for SqliteWrite<'_> {
         } else {
             format!(
                 "WHERE (model, content_sha256) NOT IN ({})",
-                used_cache_keys()
+                used_cache_keys(self.reading())
             )
         };
         let (entries, bytes): (i64, i64) = self.tx.query_row(

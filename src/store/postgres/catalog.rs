@@ -1,0 +1,79 @@
+//! The PostgreSQL catalog: user tables (outside `pg_catalog`, `information_schema` and goldset's
+//! own bookkeeping schema), their columns and the foreign keys between them. Read-only: a role
+//! with nothing but `SELECT` on the application's tables sees what it needs.
+
+use super::super::catalog::{Catalog, Column, ForeignKey, Table};
+use super::super::Result;
+use super::PostgresStore;
+use postgres::GenericClient;
+
+/// Reads the catalog of every user table the connection can see.
+pub(super) fn read(client: &mut impl GenericClient, skip_schema: &str) -> Result<Catalog> {
+    let rows = client.query(
+        "SELECT n.nspname, c.relname, a.attname, lower(format_type(a.atttypid, a.atttypmod)),
+                a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
+                coalesce(a.attnum = ANY (pk.conkey), false)
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           LEFT JOIN pg_constraint pk ON pk.conrelid = c.oid AND pk.contype = 'p'
+          WHERE c.relkind IN ('r', 'p')
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1)
+            AND n.nspname NOT LIKE 'pg\\_%'
+            AND has_table_privilege(c.oid, 'SELECT')
+          ORDER BY 1, 2, a.attnum",
+        &[&skip_schema],
+    )?;
+    let mut catalog = Catalog::default();
+    for row in rows {
+        let name = format!("{}.{}", row.get::<_, String>(0), row.get::<_, String>(1));
+        if catalog.tables.last().map(|t| &t.name) != Some(&name) {
+            catalog.tables.push(Table {
+                name,
+                columns: Vec::new(),
+            });
+        }
+        let table = catalog.tables.last_mut().expect("pushed above");
+        table.columns.push(Column {
+            name: row.get(2),
+            sql_type: row.get(3),
+            not_null: row.get(4),
+            has_default: row.get(5),
+            primary_key: row.get(6),
+        });
+    }
+    for row in client.query(
+        "SELECT fn.nspname || '.' || f.relname, tn.nspname || '.' || t.relname,
+                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) AS u(n)
+                        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n),
+                CASE k.confdeltype WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null'
+                     WHEN 'd' THEN 'set default' WHEN 'r' THEN 'restrict' ELSE 'no action' END
+           FROM pg_constraint k
+           JOIN pg_class f ON f.oid = k.conrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace
+           JOIN pg_class t ON t.oid = k.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+          WHERE k.contype = 'f'
+          ORDER BY 1, 2",
+        &[],
+    )? {
+        catalog.foreign_keys.push(ForeignKey {
+            from_table: row.get(0),
+            to_table: row.get(1),
+            from_columns: row.get(2),
+            on_delete: row.get(3),
+        });
+    }
+    Ok(catalog)
+}
+
+impl PostgresStore {
+    /// Checks the mapping against the catalog before anything is read.
+    pub(super) fn check_mapping(&mut self) -> Result<()> {
+        let catalog = read(&mut self.client, "")?;
+        catalog.check(&self.layout)
+    }
+
+    /// The catalog, without goldset's own bookkeeping schema.
+    pub(super) fn catalog(&mut self) -> Result<Catalog> {
+        read(&mut self.client, &self.names.schema.clone())
+    }
+}

@@ -1,0 +1,58 @@
+//! The SQLite catalog: tables from `sqlite_master`, columns from `PRAGMA table_info`, foreign
+//! keys from `PRAGMA foreign_key_list`. Read-only.
+
+use super::super::catalog::{Catalog, Column, ForeignKey, Table};
+use super::super::layout::quote_name;
+use super::super::Result;
+use rusqlite::Connection;
+
+/// Reads the catalog of every user table (goldset's own bookkeeping tables left out).
+pub(super) fn read(conn: &Connection) -> Result<Catalog> {
+    let mut names = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table'
+            AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'goldset\\_%' ESCAPE '\\'
+          ORDER BY name",
+    )?;
+    let names: Vec<String> = names
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut catalog = Catalog::default();
+    for name in names {
+        let mut info = conn.prepare(&format!("PRAGMA table_info({})", quote_name(&name)))?;
+        let columns = info
+            .query_map([], |r| {
+                Ok(Column {
+                    name: r.get(1)?,
+                    sql_type: r.get::<_, String>(2)?.to_lowercase(),
+                    not_null: r.get::<_, i64>(3)? != 0,
+                    has_default: r.get::<_, Option<String>>(4)?.is_some(),
+                    primary_key: r.get::<_, i64>(5)? != 0,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = conn.prepare(&format!("PRAGMA foreign_key_list({})", quote_name(&name)))?;
+        let mut by_id: Vec<(i64, ForeignKey)> = Vec::new();
+        let mut rows = keys.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let column: String = r.get(3)?;
+            match by_id.iter_mut().find(|(k, _)| *k == id) {
+                Some((_, key)) => key.from_columns.push(column),
+                None => by_id.push((
+                    id,
+                    ForeignKey {
+                        from_table: name.clone(),
+                        from_columns: vec![column],
+                        to_table: r.get(2)?,
+                        on_delete: r.get::<_, String>(6)?.to_lowercase(),
+                    },
+                )),
+            }
+        }
+        catalog
+            .foreign_keys
+            .extend(by_id.into_iter().map(|(_, key)| key));
+        catalog.tables.push(Table { name, columns });
+    }
+    Ok(catalog)
+}
