@@ -56,12 +56,15 @@ fn hub_cache() -> Option<PathBuf> {
         })
 }
 
-/// The snapshot folder of model `id` in the local Hugging Face cache, if it is there.
+/// The snapshot folder of model `id` (its `main` revision) in the local Hugging Face cache, if
+/// it is there with a `config.json`.
 pub fn cached(id: &str) -> Option<PathBuf> {
-    let repo = hub_cache()?.join(format!("models--{}", id.replace('/', "--")));
-    let revision = std::fs::read_to_string(repo.join("refs/main")).ok()?;
-    let snapshot = repo.join("snapshots").join(revision.trim());
-    (!revision.trim().is_empty() && snapshot.join("config.json").is_file()).then_some(snapshot)
+    let config = hf_hub::Cache::new(hub_cache()?)
+        .model(id.to_owned())
+        .get("config.json")?;
+    config
+        .is_file()
+        .then(|| config.parent().map(Path::to_owned))?
 }
 
 /// Whether a `local:` argument is meant as a folder rather than a Hugging Face id.
@@ -120,7 +123,12 @@ pub fn locate(path_or_id: &str) -> Result<PathBuf, EmbedError> {
 /// Downloads the files of model `id` into the Hugging Face cache; returns its snapshot folder.
 fn download(id: &str) -> Result<PathBuf, String> {
     tracing::info!(model = id, "downloading from the Hugging Face hub");
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_env();
+    // The crate reads HF_HOME alone; HF_HUB_CACHE, which `cached` honours, comes first.
+    if let Some(cache) = hub_cache() {
+        builder = builder.with_cache_dir(cache);
+    }
+    let api = builder
         .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .build()
         .map_err(|e| e.to_string())?;
