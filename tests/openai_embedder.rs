@@ -988,3 +988,36 @@ fn the_retry_window_bounds_the_wait() {
     );
     assert!(server.count() > 10, "{} requests", server.count());
 }
+
+#[test]
+fn a_failure_stops_the_other_requests_waiting_to_retry() {
+    let server = EmbeddingServer::start(8, |s| {
+        if s.inputs.iter().any(|t| t == "fatal") {
+            Reply::vllm(400, "unsupported input")
+        } else if s.inputs.iter().any(|t| t == "slow") {
+            Reply::Status {
+                status: 503,
+                headers: vec![("Retry-After".into(), "30".into())],
+                body: String::new(),
+            }
+        } else {
+            Reply::Vectors
+        }
+    });
+    let embedder = connect(
+        "m",
+        &EmbedderSettings {
+            openai_batch_size: Some(1),
+            openai_max_in_flight: Some(2),
+            ..settings(&server)
+        },
+    );
+    let started = Instant::now();
+    let e = embed_error(embedder.as_ref(), &["slow", "fatal"]);
+    assert!(e.contains("(400): unsupported input"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited {:?} for a Retry-After of a call that had already failed",
+        started.elapsed()
+    );
+}

@@ -151,6 +151,33 @@ pub enum OpenAiError {
     },
 }
 
+impl OpenAiError {
+    /// A 404 that also names `other`, the 404 of the next endpoint tried.
+    pub(super) fn also_tried(self, other: OpenAiError) -> OpenAiError {
+        match (self, other) {
+            (
+                OpenAiError::NotFound {
+                    endpoint,
+                    model,
+                    message,
+                    ..
+                },
+                OpenAiError::NotFound {
+                    endpoint: other,
+                    message: other_message,
+                    ..
+                },
+            ) => OpenAiError::NotFound {
+                endpoint,
+                model,
+                message,
+                also_tried: Some(format!("{other}: 404{}", colon(&other_message))),
+            },
+            (first, _) => first,
+        }
+    }
+}
+
 /// `": message"`, or nothing for an empty message.
 pub(super) fn colon(message: &str) -> String {
     if message.is_empty() {

@@ -56,6 +56,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest response body read (a batch of 64 × 3072-dimension vectors is about 4 MiB).
 const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+/// How often a request waiting to retry checks whether another one of its call failed.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
 /// The text of the dimension probe.
 const PROBE_TEXT: &str = "goldset dimension probe";
 
@@ -187,31 +189,19 @@ impl OpenAiEmbedder {
             embedder.endpoint = candidate;
             match embedder.request(&[PROBE_TEXT], &AtomicBool::new(false)) {
                 Ok(mut vectors) => {
+                    if not_found.is_some() {
+                        tracing::info!(
+                            "no embeddings route under /v1 (404); settled on {}",
+                            embedder.shown
+                        );
+                    }
                     vector = Some(vectors.pop().unwrap_or_default());
                     break;
                 }
                 Err(RequestError::Failed(e @ OpenAiError::NotFound { .. })) => {
-                    not_found = Some(match (not_found, e) {
-                        (None, e) => e,
-                        (
-                            Some(OpenAiError::NotFound {
-                                endpoint,
-                                model,
-                                message,
-                                ..
-                            }),
-                            OpenAiError::NotFound {
-                                endpoint: other,
-                                message: other_message,
-                                ..
-                            },
-                        ) => OpenAiError::NotFound {
-                            endpoint,
-                            model,
-                            message,
-                            also_tried: Some(format!("{other}: 404{}", colon(&other_message))),
-                        },
-                        (Some(first), _) => first,
+                    not_found = Some(match not_found {
+                        None => e,
+                        Some(first) => first.also_tried(e),
                     });
                 }
                 Err(RequestError::Failed(e)) => return Err(e),
@@ -287,16 +277,24 @@ impl OpenAiEmbedder {
                         }
                         .into());
                     };
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(RequestError::Cancelled);
-                    }
                     tracing::warn!(
                         "{}: {reason}; attempt {} in {:.1} s",
                         self.shown,
                         schedule.attempts(),
                         delay.as_secs_f64()
                     );
-                    std::thread::sleep(delay);
+                    // In slices, so that another request's failure stops this one soon.
+                    let until = Instant::now() + delay;
+                    loop {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(RequestError::Cancelled);
+                        }
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        std::thread::sleep(left.min(CANCEL_CHECK));
+                    }
                 }
             }
         }
