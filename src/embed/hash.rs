@@ -1,18 +1,17 @@
 //! A deterministic feature-hashing embedder: no model, no network, same vector on every machine.
 //!
 //! Text is lower-cased and split into runs of alphanumeric characters. Every word (unigram) and
-//! every pair of neighbouring words (bigram) is hashed with 64-bit FNV-1a; the hash picks a
+//! every pair of neighbouring words (bigram) is hashed with 64-bit FNV-1a (the `fnv` crate); the hash picks a
 //! coordinate (`h % dim`) and a sign (bit 63), and the vector is L2-normalised. Texts without any
 //! word get the zero vector. Similar texts get similar vectors, which is enough for tests and for
 //! air-gapped use; it is not a semantic model.
 
 use super::{EmbedError, Embedder};
+use fnv::FnvHasher;
+use std::hash::Hasher;
 
 /// Dimension used by `hash` without a `:DIM`.
 pub const DEFAULT_DIMENSION: usize = 384;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -34,7 +33,7 @@ impl HashEmbedder {
     pub fn embed_one(&self, text: &str) -> Vec<f32> {
         let mut v = vec![0f32; self.dimension];
         let mut previous: Option<u64> = None;
-        let mut word = FNV_OFFSET;
+        let mut word = FnvHasher::default();
         let mut in_word = false;
         let mut add = |h: u64| {
             let i = (h % self.dimension as u64) as usize;
@@ -44,28 +43,26 @@ impl HashEmbedder {
         for c in text.chars().chain(std::iter::once(' ')) {
             if c.is_ascii_alphanumeric() {
                 // Fast path, same result as the general one below.
-                word = (word ^ u64::from(c.to_ascii_lowercase() as u8)).wrapping_mul(FNV_PRIME);
+                word.write_u8(c.to_ascii_lowercase() as u8);
                 in_word = true;
             } else if !c.is_ascii() && c.is_alphanumeric() {
                 for lc in c.to_lowercase() {
                     let mut buf = [0u8; 4];
-                    for &b in lc.encode_utf8(&mut buf).as_bytes() {
-                        word = (word ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-                    }
+                    word.write(lc.encode_utf8(&mut buf).as_bytes());
                 }
                 in_word = true;
             } else if in_word {
-                add(word);
+                let hash = word.finish();
+                add(hash);
                 if let Some(p) = previous {
                     // Bigram: the first word's hash continued with a separator and the second's.
-                    let mut h = p;
-                    for b in 0xffu64.to_le_bytes().iter().chain(&word.to_le_bytes()) {
-                        h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
-                    }
-                    add(h);
+                    let mut bigram = FnvHasher::with_key(p);
+                    bigram.write(&0xffu64.to_le_bytes());
+                    bigram.write(&hash.to_le_bytes());
+                    add(bigram.finish());
                 }
-                previous = Some(word);
-                word = FNV_OFFSET;
+                previous = Some(hash);
+                word = FnvHasher::default();
                 in_word = false;
             }
         }

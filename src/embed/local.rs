@@ -48,20 +48,32 @@ fn read_json(path: &Path) -> Result<Value, EmbedError> {
 
 /// The Hugging Face hub cache: `HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
 fn hub_cache() -> Option<PathBuf> {
-    std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-        })
+    hub_cache_from(|name| std::env::var_os(name))
 }
 
-/// The snapshot folder of model `id` in the local Hugging Face cache, if it is there.
+/// [`hub_cache`] with the environment read through `var`.
+fn hub_cache_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    var("HF_HUB_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| var("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
+}
+
+/// The snapshot folder of model `id` (its `main` revision) in the local Hugging Face cache, if
+/// it is there with a `config.json`.
 pub fn cached(id: &str) -> Option<PathBuf> {
-    let repo = hub_cache()?.join(format!("models--{}", id.replace('/', "--")));
-    let revision = std::fs::read_to_string(repo.join("refs/main")).ok()?;
-    let snapshot = repo.join("snapshots").join(revision.trim());
-    (!revision.trim().is_empty() && snapshot.join("config.json").is_file()).then_some(snapshot)
+    cached_in(hub_cache()?, id)
+}
+
+/// [`cached`] in the hub cache folder `cache` (the hf-hub crate's layout:
+/// `models--ORG--NAME/refs/main` names the snapshot).
+fn cached_in(cache: PathBuf, id: &str) -> Option<PathBuf> {
+    let config = hf_hub::Cache::new(cache)
+        .model(id.to_owned())
+        .get("config.json")?;
+    config
+        .is_file()
+        .then(|| config.parent().map(Path::to_owned))?
 }
 
 /// Whether a `local:` argument is meant as a folder rather than a Hugging Face id.
@@ -120,7 +132,12 @@ pub fn locate(path_or_id: &str) -> Result<PathBuf, EmbedError> {
 /// Downloads the files of model `id` into the Hugging Face cache; returns its snapshot folder.
 fn download(id: &str) -> Result<PathBuf, String> {
     tracing::info!(model = id, "downloading from the Hugging Face hub");
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_env();
+    // The crate reads HF_HOME alone; HF_HUB_CACHE, which `cached` honours, comes first.
+    if let Some(cache) = hub_cache() {
+        builder = builder.with_cache_dir(cache);
+    }
+    let api = builder
         .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .build()
         .map_err(|e| e.to_string())?;
@@ -360,7 +377,46 @@ impl Embedder for LocalEmbedder {
 
 #[cfg(test)]
 mod tests {
-    use super::model_name;
+    use super::{cached_in, hub_cache_from, model_name};
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_hub_cache_is_hf_hub_cache_then_hf_home_then_home() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        const ALL: &[(&str, &str)] = &[("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h"), ("HOME", "/u")];
+        assert_eq!(hub_cache_from(env(ALL)), Some(PathBuf::from("/c")));
+        assert_eq!(
+            hub_cache_from(env(&ALL[1..])),
+            Some(PathBuf::from("/h/hub"))
+        );
+        assert_eq!(
+            hub_cache_from(env(&ALL[2..])),
+            Some(PathBuf::from("/u/.cache/huggingface/hub"))
+        );
+        assert_eq!(hub_cache_from(env(&[])), None);
+    }
+
+    #[test]
+    fn a_cached_model_is_its_main_snapshot_with_a_config() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = cache.path().join("models--BAAI--bge-small-en");
+        let snapshot = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        let find = || cached_in(cache.path().to_owned(), "BAAI/bge-small-en");
+        assert_eq!(find(), None, "no refs/main");
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        assert_eq!(find(), None, "no config.json");
+        std::fs::write(snapshot.join("config.json"), "{}").unwrap();
+        assert_eq!(find(), Some(snapshot));
+        assert_eq!(cached_in(cache.path().to_owned(), "BAAI/other"), None);
+    }
 
     #[test]
     fn model_names_do_not_depend_on_where_the_model_lies() {

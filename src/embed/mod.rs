@@ -3,8 +3,8 @@
 //! A spec string picks one (`--embedder`, `GOLDSET_EMBEDDER`):
 //! * `hash` or `hash:DIM` — [`HashEmbedder`], deterministic feature hashing, offline.
 //! * `local:PATH_OR_ID` — [`LocalEmbedder`], a sentence-transformers model on the CPU (candle).
-//! * `openai:MODEL` — [`OpenAiEmbedder`], any OpenAI-compatible `/v1/embeddings` endpoint
-//!   (OpenAI, Ollama, text-embeddings-inference, vLLM, LiteLLM); MODEL may contain `:` and `/`.
+//! * `openai:MODEL` — [`OpenAiEmbedder`], any OpenAI-compatible embeddings endpoint
+//!   (OpenAI, Ollama, text-embeddings-inference, vLLM, infinity, LiteLLM); MODEL may contain `:` and `/`.
 
 mod hash;
 pub mod local;
@@ -67,11 +67,19 @@ pub struct EmbedderSettings {
     /// Limit on one request, connecting included (`--embed-timeout`; default
     /// [`openai::DEFAULT_TIMEOUT`]).
     pub openai_timeout: Option<std::time::Duration>,
-    /// Attempts per request before giving up on transient failures (default
-    /// [`openai::DEFAULT_MAX_ATTEMPTS`]).
+    /// Attempts per request, the first included, before giving up on transient failures
+    /// (default: as many as [`EmbedderSettings::openai_retry_window`] allows).
     pub openai_max_attempts: Option<u32>,
     /// First retry delay, doubled for each further one (default [`openai::DEFAULT_RETRY_BASE`]).
     pub openai_retry_base: Option<std::time::Duration>,
+    /// Longest retry delay before jitter (default [`openai::DEFAULT_RETRY_MAX_DELAY`]).
+    pub openai_retry_max_delay: Option<std::time::Duration>,
+    /// Total wait between attempts of one request before giving up (default
+    /// [`openai::DEFAULT_RETRY_WINDOW`], two minutes: long enough for a server to restart).
+    pub openai_retry_window: Option<std::time::Duration>,
+    /// Accept answers whose `model` names another model than the one asked for (a server that
+    /// renames models); by default such an answer is refused.
+    pub openai_allow_model_alias: bool,
 }
 
 /// The model used when no embedder is configured and the Hugging Face cache holds it.

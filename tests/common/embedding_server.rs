@@ -1,9 +1,12 @@
 //! A real OpenAI-compatible embedding server for the tests, on a loopback port: HTTP/1.1 with
 //! keep-alive and `Content-Length`, a thread per connection. It serves `POST /v1/embeddings`
-//! with vectors computed by [`HashEmbedder`] (returned in reverse order, with their `index`, as
-//! a server may), and a script decides per request what to answer instead: a delay, a status
-//! with headers, a malformed body, vectors of another dimension or count, a dropped connection.
-//! It records every request and the most requests it held at once.
+//! (or, mounted at the root as infinity is by default, `POST /embeddings`) with vectors
+//! computed by [`HashEmbedder`] (returned in reverse order, with their `index`, and the model
+//! name echoed, as servers do), and a script decides per request what to answer instead: a
+//! delay, a status with headers, a malformed body, vectors of another dimension or count or
+//! under another model name, a dropped connection; [`Reply`] builds the error bodies of
+//! OpenAI, infinity (FastAPI), text-embeddings-inference, vLLM and Ollama. Other paths get a
+//! 404. It records every request and the most requests it held at once.
 #![allow(dead_code)]
 
 use goldset::embed::HashEmbedder;
@@ -44,6 +47,10 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         body: String,
     },
+    /// The right vectors, under another model name (a server that renames the model).
+    Renamed(String),
+    /// The right vectors, without a `model` field.
+    Unnamed,
     /// Close the connection without answering.
     Drop,
 }
@@ -56,6 +63,69 @@ impl Reply {
             headers: Vec::new(),
             body: serde_json::json!({"error": {"message": message, "type": "test"}}).to_string(),
         }
+    }
+
+    /// A status with a JSON body.
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply::Status {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+        }
+    }
+
+    /// infinity's (FastAPI's) 422 for texts longer than `max` characters: a list of validation
+    /// errors, one per text, each echoing the text.
+    pub fn infinity_too_long(inputs: &[String], max: usize) -> Reply {
+        let detail: Vec<serde_json::Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                serde_json::json!({
+                    "type": "string_too_long",
+                    "loc": ["body", "input", i],
+                    "msg": format!("String should have at most {max} characters"),
+                    "input": text,
+                    "ctx": {"max_length": max},
+                })
+            })
+            .collect();
+        Reply::json(422, serde_json::json!({ "detail": detail }))
+    }
+
+    /// FastAPI's 422 for a list with more than `max` items (infinity's batch limit).
+    pub fn infinity_too_many(inputs: &[String], max: usize) -> Reply {
+        Reply::json(
+            422,
+            serde_json::json!({"detail": [{
+                "type": "too_long",
+                "loc": ["body", "input"],
+                "msg": format!("List should have at most {max} items after validation, not {}", inputs.len()),
+                "input": inputs,
+                "ctx": {"field_type": "List", "max_length": max, "actual_length": inputs.len()},
+            }]}),
+        )
+    }
+
+    /// text-embeddings-inference's error: `{"error": message, "error_type": kind}`.
+    pub fn tei(status: u16, kind: &str, message: &str) -> Reply {
+        Reply::json(
+            status,
+            serde_json::json!({"error": message, "error_type": kind}),
+        )
+    }
+
+    /// vLLM's error: `{"object": "error", "message", "type", "code"}`.
+    pub fn vllm(status: u16, message: &str) -> Reply {
+        Reply::json(
+            status,
+            serde_json::json!({"object": "error", "message": message, "type": "BadRequestError", "param": null, "code": status}),
+        )
+    }
+
+    /// Ollama's error: `{"error": message}`.
+    pub fn ollama(status: u16, message: &str) -> Reply {
+        Reply::json(status, serde_json::json!({ "error": message }))
     }
 
     /// A 200 with this body.
@@ -72,6 +142,8 @@ type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
 
 struct State {
     dimension: usize,
+    /// The path embeddings are served at.
+    route: &'static str,
     script: Box<Script>,
     /// Pause before every answer (to make requests overlap).
     pause: Duration,
@@ -103,10 +175,60 @@ impl EmbeddingServer {
         script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        Self::launch(
+            listener,
+            "/v1/embeddings",
+            dimension,
+            pause,
+            Box::new(script),
+        )
+    }
+
+    /// Like [`EmbeddingServer::start`], serving `POST /embeddings` at the root (infinity's
+    /// default) and 404 on `/v1/embeddings`.
+    pub fn root_mounted(
+        dimension: usize,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        Self::launch(
+            listener,
+            "/embeddings",
+            dimension,
+            Duration::ZERO,
+            Box::new(script),
+        )
+    }
+
+    /// Like [`EmbeddingServer::start`], on the loopback address `addr` (a server coming back
+    /// on the port it had before a restart).
+    pub fn start_on(
+        addr: SocketAddr,
+        dimension: usize,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind the given loopback port");
+        Self::launch(
+            listener,
+            "/v1/embeddings",
+            dimension,
+            Duration::ZERO,
+            Box::new(script),
+        )
+    }
+
+    fn launch(
+        listener: TcpListener,
+        route: &'static str,
+        dimension: usize,
+        pause: Duration,
+        script: Box<Script>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             dimension,
-            script: Box::new(script),
+            route,
+            script,
             pause,
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -220,20 +342,23 @@ fn serve(stream: TcpStream, state: &State) {
             inputs,
         };
         state.seen.lock().unwrap().push(seen.clone());
-        let reply = if seen.method == "POST" && seen.path == "/v1/embeddings" {
+        let reply = if seen.method == "POST" && seen.path == state.route {
             (state.script)(&seen)
         } else {
             Reply::error(404, &format!("no route {} {}", seen.method, seen.path))
         };
         std::thread::sleep(state.pause);
+        let model = seen.body["model"].as_str().map(str::to_owned);
         let answer = match reply {
-            Reply::Vectors => Some(vectors(state.dimension, &seen.inputs, None)),
+            Reply::Vectors => Some(vectors(state.dimension, &seen.inputs, None, model)),
             Reply::VectorsAfter(pause) => {
                 std::thread::sleep(pause);
-                Some(vectors(state.dimension, &seen.inputs, None))
+                Some(vectors(state.dimension, &seen.inputs, None, model))
             }
-            Reply::Dimension(d) => Some(vectors(d, &seen.inputs, None)),
-            Reply::FirstVectors(k) => Some(vectors(state.dimension, &seen.inputs, Some(k))),
+            Reply::Dimension(d) => Some(vectors(d, &seen.inputs, None, model)),
+            Reply::FirstVectors(k) => Some(vectors(state.dimension, &seen.inputs, Some(k), model)),
+            Reply::Renamed(name) => Some(vectors(state.dimension, &seen.inputs, None, Some(name))),
+            Reply::Unnamed => Some(vectors(state.dimension, &seen.inputs, None, None)),
             Reply::Status {
                 status,
                 headers,
@@ -267,11 +392,12 @@ fn serve(stream: TcpStream, state: &State) {
     }
 }
 
-/// A 200 answer of OpenAI's shape with the vectors of `inputs`, last first.
+/// A 200 answer of OpenAI's shape with the vectors of `inputs`, last first, naming `model`.
 fn vectors(
     dimension: usize,
     inputs: &[String],
     only: Option<usize>,
+    model: Option<String>,
 ) -> (u16, Vec<(String, String)>, String) {
     let embedder = HashEmbedder::new(dimension);
     let mut data: Vec<serde_json::Value> = inputs
@@ -287,11 +413,13 @@ fn vectors(
         })
         .collect();
     data.reverse();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "object": "list",
         "data": data,
-        "model": "test",
         "usage": {"prompt_tokens": 0, "total_tokens": 0},
     });
+    if let Some(model) = model {
+        body["model"] = model.into();
+    }
     (200, Vec::new(), body.to_string())
 }
