@@ -401,7 +401,8 @@ impl Output {
         }
     }
 
-    /// Shows why the command failed: on stderr, or as JSON on stdout with `--format json`.
+    /// Shows why the command failed: on stderr, or as JSON on stdout with `--format json` (and
+    /// on stderr too when stdout failed).
     pub fn error(&self, e: &OpError) {
         if self.format == Format::Json {
             let mut value =
@@ -414,7 +415,10 @@ impl Output {
                 _ => {}
             }
             self.json(value);
-            return;
+            if self.stdout.is_open() {
+                return;
+            }
+            // Stdout took no JSON: the error still reaches someone, on stderr.
         }
         match e {
             OpError::Invalid { report, .. } => print_report_to_stderr(report),
