@@ -37,8 +37,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<i32, OpError> {
     }
     let file = &args.file.file;
     let options = BackupOptions {
-        metadata_file: (args.metadata.metadata_file.clone())
-            .unwrap_or_else(|| metadata_path_for(file)),
+        metadata_file: match &args.metadata.metadata_file {
+            Some(path) => path.clone(),
+            None => metadata_path_for(file),
+        },
         file: file.clone(),
         filter: args.status.filter(),
         allow_empty: args.allow_empty,
