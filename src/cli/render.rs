@@ -1,5 +1,6 @@
 //! Rendering for people (text) and programs (`--format json`, one object on stdout).
 
+use super::stdout::Stdout;
 use super::Format;
 use goldset::ops::backup::BackupSummary;
 use goldset::ops::cache::CacheSummary;
@@ -14,10 +15,18 @@ use goldset::report::{Report, Verdict};
 use goldset::store::Inventory;
 use serde_json::json;
 
-/// Where and how results are shown.
+/// Where and how results are shown. Everything for stdout goes through one [`Stdout`].
 pub struct Output {
     format: Format,
     quiet: bool,
+    stdout: Stdout,
+}
+
+/// `println!` into the output's [`Stdout`], which never panics.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        $out.stdout.line(&format!($($arg)*))
+    };
 }
 
 fn size(bytes: u64) -> String {
@@ -30,20 +39,42 @@ fn size(bytes: u64) -> String {
 }
 
 impl Output {
+    /// Output on the process's stdout.
     pub fn new(format: Format, quiet: bool) -> Self {
-        Output { format, quiet }
+        Self::with_stdout(format, quiet, Stdout::new())
+    }
+
+    /// Output into `stdout`.
+    pub fn with_stdout(format: Format, quiet: bool, stdout: Stdout) -> Self {
+        Output {
+            format,
+            quiet,
+            stdout,
+        }
+    }
+
+    /// The writer behind this output, for commands that stream their result (`embed`).
+    pub fn stdout(&self) -> &Stdout {
+        &self.stdout
+    }
+
+    /// Flushes stdout; `Err` for a write error other than a closed pipe (see [`Stdout`]).
+    pub fn finish(&self) -> std::io::Result<()> {
+        self.stdout.finish()
     }
 
     fn json(&self, value: serde_json::Value) {
-        println!(
+        say!(
+            self,
             "{}",
             serde_json::to_string_pretty(&value).expect("JSON values serialize")
         );
     }
 
+    /// A line for people, left out with `--quiet`.
     pub fn line(&self, text: String) {
         if !self.quiet {
-            println!("{text}");
+            self.stdout.line(&text);
         }
     }
 
@@ -207,8 +238,8 @@ impl Output {
             })),
             Format::Text => {
                 if !self.quiet || failed > 0 {
-                    println!("verify {}", v.file.display());
-                    print_report(&v.report, false);
+                    say!(self, "verify {}", v.file.display());
+                    self.report(&v.report);
                 }
                 let verdict = if failed > 0 { "FAILED" } else { "OK" };
                 let text = format!(
@@ -217,7 +248,7 @@ impl Output {
                     v.elapsed.as_secs_f64()
                 );
                 if failed > 0 {
-                    println!("{text}");
+                    say!(self, "{text}");
                 } else {
                     self.line(text);
                 }
@@ -240,14 +271,14 @@ impl Output {
             return;
         }
         // Differences are the result: printed even with --quiet.
-        println!("diff {} → {}: {}", d.old, d.new, d.summary);
+        say!(self, "diff {} → {}: {}", d.old, d.new, d.summary);
         for c in &d.changes {
             match c {
                 Change::Added { id, url, chunks } => {
-                    println!("  + analysis {id} ({url}, {chunks} chunks)")
+                    say!(self, "  + analysis {id} ({url}, {chunks} chunks)")
                 }
                 Change::Removed { id, url, chunks } => {
-                    println!("  - analysis {id} ({url}, {chunks} chunks)")
+                    say!(self, "  - analysis {id} ({url}, {chunks} chunks)")
                 }
                 Change::Changed {
                     id,
@@ -256,9 +287,9 @@ impl Output {
                     chunks,
                     artifact,
                 } => {
-                    println!("  ~ analysis {id} ({url})");
+                    say!(self, "  ~ analysis {id} ({url})");
                     for f in fields {
-                        println!("      {}: {:?} → {:?}", f.field, f.old, f.new);
+                        say!(self, "      {}: {:?} → {:?}", f.field, f.old, f.new);
                     }
                     for child in chunks
                         .iter()
@@ -266,16 +297,17 @@ impl Output {
                         .chain(artifact.iter().map(|a| ("artifact", a)))
                     {
                         let (kind, c) = child;
-                        println!("      {} {kind} {}", c.change, c.id);
+                        say!(self, "      {} {kind} {}", c.change, c.id);
                         for f in &c.fields {
-                            println!("          {}: {:?} → {:?}", f.field, f.old, f.new);
+                            say!(self, "          {}: {:?} → {:?}", f.field, f.old, f.new);
                         }
                     }
                 }
             }
         }
         if d.more_changes > 0 {
-            println!(
+            say!(
+                self,
                 "  … and {} more changed analyses (--max-changes)",
                 d.more_changes
             );
@@ -293,9 +325,14 @@ impl Output {
             } else {
                 e.changes.to_string()
             };
-            println!(
+            say!(
+                self,
                 "{} {} {} — {} — {}",
-                e.short, e.date, e.counts, change, e.subject
+                e.short,
+                e.date,
+                e.counts,
+                change,
+                e.subject
             );
         }
     }
@@ -343,14 +380,14 @@ impl Output {
             })),
             Format::Text => {
                 if !self.quiet || failed > 0 {
-                    println!("verify snapshot {}", file.display());
-                    print_report(report, false);
+                    say!(self, "verify snapshot {}", file.display());
+                    self.report(report);
                 }
                 let verdict = if failed > 0 { "FAILED" } else { "OK" };
                 let text =
                     format!("verify: {verdict} ({failed} checks failed, {warned} with warnings)");
                 if failed > 0 {
-                    println!("{text}");
+                    say!(self, "{text}");
                 } else {
                     self.line(text);
                 }
@@ -358,6 +395,14 @@ impl Output {
         }
     }
 
+    fn report(&self, report: &Report) {
+        for l in report_lines(report, false) {
+            self.stdout.line(&l);
+        }
+    }
+
+    /// Shows why the command failed: on stderr, or as JSON on stdout with `--format json` (and
+    /// on stderr too when stdout failed).
     pub fn error(&self, e: &OpError) {
         if self.format == Format::Json {
             let mut value =
@@ -370,7 +415,10 @@ impl Output {
                 _ => {}
             }
             self.json(value);
-            return;
+            if self.stdout.is_open() {
+                return;
+            }
+            // Stdout took no JSON: the error still reaches someone, on stderr.
         }
         match e {
             OpError::Invalid { report, .. } => print_report_to_stderr(report),
@@ -426,12 +474,6 @@ fn report_lines(report: &Report, failures_only: bool) -> Vec<String> {
         }
     }
     lines
-}
-
-fn print_report(report: &Report, failures_only: bool) {
-    for l in report_lines(report, failures_only) {
-        println!("{l}");
-    }
 }
 
 fn print_report_to_stderr(report: &Report) {

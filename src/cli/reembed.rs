@@ -1,0 +1,31 @@
+//! `goldset reembed`: regenerate every chunk's embedding in place.
+
+use super::args::{CacheUse, LockArgs};
+use super::{Context, Create};
+use goldset::ops::reembed::{reembed, ReembedOptions};
+use goldset::ops::OpError;
+
+#[derive(Debug, clap::Args)]
+pub struct ReembedArgs {
+    /// Commit every N chunks instead of once at the end: an interrupted run keeps what it
+    /// committed, and running it again carries on where it stopped.
+    #[arg(long, value_name = "N")]
+    batch_commit: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheUse,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// Embeds the chunks that lack the configured model's embedding.
+pub fn run(ctx: &Context, args: &ReembedArgs) -> Result<i32, OpError> {
+    let embedder = ctx.embedder()?;
+    let options = ReembedOptions {
+        batch_commit: args.batch_commit.filter(|&n| n > 0),
+        use_cache: args.cache.use_cache(),
+    };
+    let mut store = ctx.open_store(Create::No, args.lock.wait())?;
+    let summary = reembed(store.as_mut(), embedder.as_ref(), &options, &ctx.progress())?;
+    ctx.out.reembed(&summary);
+    Ok(0)
+}

@@ -1,0 +1,81 @@
+//! `goldset restore`: load a backup into the database in one transaction.
+
+use super::args::{BackupFile, CacheUse, LockArgs, MetadataFile, UrlArgs};
+use super::{Context, Create};
+use clap::ValueEnum;
+use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
+use goldset::ops::OpError;
+
+#[derive(Debug, clap::Args)]
+#[command(mut_arg("file", |a| a.help("The backup file to load")))]
+#[command(mut_arg("no_cache", |a| a.help(
+    "Embed every chunk with the model, ignoring the embedding cache (fresh vectors still \
+     replace the cached ones)")))]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    file: BackupFile,
+    #[command(flatten)]
+    pub metadata: MetadataFile,
+    /// Make the database hold exactly the file's content (delete and load commit together).
+    #[arg(long)]
+    replace: bool,
+    /// For an additive restore, what to do with ids that already exist.
+    #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
+    on_conflict: ConflictArg,
+    /// Validate and show what would change, then roll back.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    /// Chunks embedded and written per batch.
+    #[arg(long, default_value_t = 256, hide = true)]
+    batch_chunks: usize,
+    #[command(flatten)]
+    pub cache: CacheUse,
+    #[command(flatten)]
+    urls: UrlArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConflictArg {
+    /// Refuse the restore and list the ids.
+    Fail,
+    /// Keep the database's analysis, skip the file's.
+    Skip,
+    /// Replace the database's analysis with the file's.
+    Update,
+}
+
+impl From<ConflictArg> for OnConflict {
+    fn from(arg: ConflictArg) -> Self {
+        match arg {
+            ConflictArg::Fail => OnConflict::Fail,
+            ConflictArg::Skip => OnConflict::Skip,
+            ConflictArg::Update => OnConflict::Update,
+        }
+    }
+}
+
+/// Restores the backup (or, with `--dry-run`, shows what would change).
+pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
+    let embedder = ctx.embedder()?;
+    let options = RestoreOptions {
+        file: args.file.file.clone(),
+        metadata_file: args.metadata.metadata_file.clone(),
+        replace: args.replace,
+        on_conflict: args.on_conflict.into(),
+        dry_run: args.dry_run,
+        url_policy: args.urls.policy(),
+        batch_chunks: args.batch_chunks,
+        use_cache: args.cache.use_cache(),
+    };
+    let create = if args.dry_run {
+        Create::No
+    } else {
+        Create::Yes
+    };
+    let mut store = ctx.open_store(create, args.lock.wait())?;
+    let summary = restore(store.as_mut(), embedder.as_ref(), &options, &ctx.progress())?;
+    ctx.out.restore(&summary);
+    Ok(0)
+}
