@@ -9,9 +9,12 @@
 //! schema = "golden"
 //! embedder = "local:sentence-transformers/all-MiniLM-L6-v2"
 //! openai_base_url = "http://gpu-box:8080/v1"               # keys: OPENAI_API_KEY, never here
+//!
+//! [mapping]            # an application's tables (see `goldset adopt`)
 //! ```
 
 use goldset::ops::OpError;
+use goldset::store::layout::Layout;
 use std::path::{Path, PathBuf};
 
 /// The file read when no `--config` is given.
@@ -29,6 +32,8 @@ pub struct Config {
     pub embedder: Option<String>,
     /// Like `--openai-base-url`.
     pub openai_base_url: Option<String>,
+    /// An application's tables to work on in place (`goldset adopt` writes it).
+    pub mapping: Option<Layout>,
 }
 
 /// Reads the configuration: the file named (which must exist), else `goldset.toml` if present,
@@ -40,7 +45,7 @@ pub fn load(named: Option<&Path>) -> Result<Config, OpError> {
         None => return Ok(Config::default()),
     };
     let text = std::fs::read_to_string(&path).map_err(OpError::io(&path))?;
-    toml::from_str(&text).map_err(|e| {
+    let config: Config = toml::from_str(&text).map_err(|e| {
         let at = e
             .span()
             .map(|span| {
@@ -55,5 +60,11 @@ pub fn load(named: Option<&Path>) -> Result<Config, OpError> {
             path.display(),
             e.message()
         ))
-    })
+    })?;
+    if let Some(mapping) = &config.mapping {
+        mapping
+            .validate()
+            .map_err(|e| OpError::Refused(format!("{}: {e}", path.display())))?;
+    }
+    Ok(config)
 }

@@ -3,6 +3,7 @@
 //! several subcommands share are in `args`; rendering is in `render`, and everything printed on
 //! stdout goes through `stdout`.
 
+mod adopt;
 mod args;
 mod backup;
 mod cache;
@@ -87,6 +88,9 @@ struct Global {
     /// More log output on stderr (-v info, -vv debug); GOLDSET_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// An application's tables to work on in place: `[mapping]` of the configuration file.
+    #[arg(skip)]
+    mapping: Option<goldset::store::layout::Layout>,
 }
 
 /// Output format.
@@ -100,6 +104,9 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Look at an application's database and propose the [mapping] that lets goldset back up,
+    /// verify and restore its tables in place (--write adds it to goldset.toml).
+    Adopt(adopt::AdoptArgs),
     /// Create the database and its schema (other commands do it too when they need to).
     Init,
     /// Write the dataset to a JSON backup file (and its metadata file), atomically.
@@ -168,6 +175,7 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
         out,
     };
     match &cli.command {
+        Command::Adopt(args) => adopt::run(&ctx, args),
         Command::Init => init::run(&ctx),
         Command::Backup(args) => backup::run(&ctx, args),
         Command::Restore(args) => restore::run(&ctx, args),
@@ -197,6 +205,7 @@ impl Global {
         self.schema = self.schema.take().or(config.schema);
         self.embedder = self.embedder.take().or(config.embedder);
         self.openai_base_url = self.openai_base_url.take().or(config.openai_base_url);
+        self.mapping = config.mapping;
     }
 
     fn database_url(&self) -> &str {
@@ -225,18 +234,42 @@ impl Context<'_> {
     /// Opens the database. `wait`: when another restore holds the write lock, wait for it
     /// (`--wait`, the default) or fail at once (`--no-wait`).
     fn open_store(&self, create: Create, wait: bool) -> Result<Box<dyn Store>, OpError> {
-        let options = store::OpenOptions {
+        self.open(store::OpenOptions {
             create: matches!(create, Create::Yes),
-            schema: self.global.schema().to_owned(),
             wait_for_lock: wait,
-            ..Default::default()
-        };
-        Ok(store::open(self.global.database_url(), &options)?)
+            ..self.open_options()
+        })
     }
 
-    /// Opens the database for a command that does not take the write lock (it waits).
+    /// Opens the database for a command that only reads (an application's database is opened
+    /// read-only).
     fn open_existing(&self) -> Result<Box<dyn Store>, OpError> {
-        self.open_store(Create::No, true)
+        self.open(store::OpenOptions {
+            read_only: true,
+            ..self.open_options()
+        })
+    }
+
+    /// Opens the database to look at its catalog only (`adopt`): no migration, no mapping.
+    fn open_for_inspection(&self) -> Result<Box<dyn Store>, OpError> {
+        self.open(store::OpenOptions {
+            inspect: true,
+            mapping: None,
+            read_only: true,
+            ..self.open_options()
+        })
+    }
+
+    fn open_options(&self) -> store::OpenOptions {
+        store::OpenOptions {
+            schema: self.global.schema().to_owned(),
+            mapping: self.global.mapping.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn open(&self, options: store::OpenOptions) -> Result<Box<dyn Store>, OpError> {
+        Ok(store::open(self.global.database_url(), &options)?)
     }
 
     /// The configured embedder (`--embedder`, else the default with a note on stderr).

@@ -78,6 +78,50 @@ impl Output {
         }
     }
 
+    /// `adopt`: the proposal (its TOML on stdout for text), problems and where it was written.
+    pub fn adopt(
+        &self,
+        location: &str,
+        p: &goldset::ops::adopt::Proposal,
+        toml: Option<&str>,
+        written: Option<&std::path::Path>,
+    ) {
+        match self.format {
+            Format::Json => self.json(json!({
+                "ok": p.problems.is_empty(),
+                "command": "adopt",
+                "database": location,
+                "recognised": p.recognised,
+                "mapping": p.layout,
+                "problems": p.problems,
+                "notes": p.notes,
+                "written": written,
+            })),
+            Format::Text => {
+                if let Some(text) = toml {
+                    self.stdout.line(text.trim_end());
+                }
+                for problem in &p.problems {
+                    eprintln!("adopt: cannot map: {problem}");
+                }
+                match (written, p.problems.is_empty()) {
+                    (Some(path), _) => self.line(format!(
+                        "adopt: mapping of {location} written to {} (review it like code)",
+                        path.display()
+                    )),
+                    (None, true) if !self.quiet => eprintln!(
+                        "adopt: mapping of {location} proposed; review it, then `goldset adopt --write` adds it to goldset.toml"
+                    ),
+                    (None, false) => eprintln!(
+                        "adopt: {} problem(s): write the missing parts of [mapping] by hand",
+                        p.problems.len()
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     pub fn status(&self, command: &str, location: &str, inventory: &Inventory) {
         match self.format {
             Format::Json => self.json(json!({"ok": true, "command": command, "database": location, "inventory": inventory})),

@@ -2,6 +2,7 @@
 //! and [`Embedder`](crate::embed::Embedder) traits only. They report progress through
 //! [`Progress`] and return summaries; rendering is the CLI's job.
 
+pub mod adopt;
 pub mod atomic;
 pub mod backup;
 pub mod cache;

@@ -20,6 +20,9 @@ pub struct Column {
     pub has_default: bool,
     /// Part of the primary key.
     pub primary_key: bool,
+    /// The values a CHECK constraint on this column alone allows (`state IN ('queued', …)`),
+    /// in the constraint's order; empty when there is none.
+    pub allowed: Vec<String>,
 }
 
 /// A foreign key from one table onto another.

@@ -40,7 +40,27 @@ pub(super) fn read(client: &mut impl GenericClient, skip_schema: &str) -> Result
             not_null: row.get(4),
             has_default: row.get(5),
             primary_key: row.get(6),
+            allowed: Vec::new(),
         });
+    }
+    for row in client.query(
+        "SELECT n.nspname || '.' || c.relname, a.attname::text, pg_get_constraintdef(k.oid)
+           FROM pg_constraint k
+           JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+          WHERE k.contype = 'c' AND cardinality(k.conkey) = 1",
+        &[],
+    )? {
+        let (table, column, definition): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        if let Some(c) = catalog
+            .tables
+            .iter_mut()
+            .find(|t| t.name == table)
+            .and_then(|t| t.columns.iter_mut().find(|c| c.name == column))
+        {
+            c.allowed = quoted_literals(&definition);
+        }
     }
     for row in client.query(
         "SELECT fn.nspname || '.' || f.relname, tn.nspname || '.' || t.relname,
@@ -65,6 +85,34 @@ pub(super) fn read(client: &mut impl GenericClient, skip_schema: &str) -> Result
     Ok(catalog)
 }
 
+/// The string literals of a constraint definition, in order (`'done'::text` → `done`).
+fn quoted_literals(definition: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = definition;
+    while let Some(start) = rest.find('\'') {
+        let mut literal = String::new();
+        let mut chars = rest[start + 1..].char_indices();
+        let mut end = None;
+        while let Some((i, ch)) = chars.next() {
+            if ch == '\'' {
+                if rest[start + 1 + i + 1..].starts_with('\'') {
+                    literal.push('\'');
+                    chars.next();
+                } else {
+                    end = Some(start + 1 + i + 1);
+                    break;
+                }
+            } else {
+                literal.push(ch);
+            }
+        }
+        let Some(end) = end else { break };
+        found.push(literal);
+        rest = &rest[end..];
+    }
+    found
+}
+
 impl PostgresStore {
     /// Checks the mapping against the catalog before anything is read.
     pub(super) fn check_mapping(&mut self) -> Result<()> {
@@ -75,5 +123,19 @@ impl PostgresStore {
     /// The catalog, without goldset's own bookkeeping schema.
     pub(super) fn catalog(&mut self) -> Result<Catalog> {
         read(&mut self.client, &self.names.schema.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_constraint_literals() {
+        assert_eq!(
+            quoted_literals("CHECK ((state = ANY (ARRAY['queued'::text, 'it''s'::text, 'done'::text])))"),
+            vec!["queued", "it's", "done"]
+        );
+        assert!(quoted_literals("CHECK ((score >= 0))").is_empty());
     }
 }

@@ -123,7 +123,9 @@ impl PostgresStore {
             layout,
             wait_for_lock: options.wait_for_lock,
         };
-        if store.layout.owned {
+        if options.inspect {
+            // `adopt` reads the catalog only.
+        } else if store.layout.owned {
             store.migrate(options.create)?;
         } else {
             store.check_mapping()?;

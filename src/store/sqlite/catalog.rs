@@ -27,6 +27,7 @@ pub(super) fn read(conn: &Connection) -> Result<Catalog> {
                     not_null: r.get::<_, i64>(3)? != 0,
                     has_default: r.get::<_, Option<String>>(4)?.is_some(),
                     primary_key: r.get::<_, i64>(5)? != 0,
+                    allowed: Vec::new(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
