@@ -133,7 +133,9 @@ mod tests {
     #[test]
     fn check_constraint_literals() {
         assert_eq!(
-            quoted_literals("CHECK ((state = ANY (ARRAY['queued'::text, 'it''s'::text, 'done'::text])))"),
+            quoted_literals(
+                "CHECK ((state = ANY (ARRAY['queued'::text, 'it''s'::text, 'done'::text])))"
+            ),
             vec!["queued", "it's", "done"]
         );
         assert!(quoted_literals("CHECK ((score >= 0))").is_empty());

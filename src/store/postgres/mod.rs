@@ -13,6 +13,7 @@
 //!   the libpq variables `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`,
 //!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
 
+mod adopted;
 mod bulk;
 mod catalog;
 mod connect;
@@ -215,9 +216,17 @@ impl Store for PostgresStore {
 
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
         if !self.layout.owned {
-            return Err(StoreError::Refused(
-                "writing into an application's tables is not supported yet: backup, verify, diff and status work on them".into(),
-            ));
+            let catalog = self.catalog()?;
+            self.acquire_restore_lock()?;
+            return match adopted::AdoptedWrite::begin(
+                &mut self.client,
+                &self.names,
+                &self.layout,
+                catalog,
+            ) {
+                Ok(tx) => Ok(Box::new(tx)),
+                Err(e) => Err(e),
+            };
         }
         self.acquire_restore_lock()?;
         if let Err(e) = self.client.batch_execute("BEGIN") {
