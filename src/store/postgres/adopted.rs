@@ -10,7 +10,7 @@
 //! writing command.
 
 use super::super::catalog::Catalog;
-use super::super::layout::{quote_name as q, EmbeddingEncoding, IdEncoding, Layout};
+use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::{
     blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, Dependent,
     EmbeddingModel, Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
@@ -43,14 +43,6 @@ impl Drop for AdoptedWrite<'_> {
         let _ = self
             .client
             .execute("SELECT pg_advisory_unlock($1)", &[&self.names.lock_key]);
-    }
-}
-
-/// The text of an id as an application column of `encoding` holds it.
-pub(super) fn id_text(id: &Uuid, encoding: IdEncoding) -> String {
-    match encoding {
-        IdEncoding::Hex32 => id.simple().to_string(),
-        _ => id.hyphenated().to_string(),
     }
 }
 
@@ -214,7 +206,7 @@ impl<'c> AdoptedWrite<'c> {
 
     fn ids(&self, ids: impl IntoIterator<Item = Uuid>) -> Vec<String> {
         ids.into_iter()
-            .map(|id| id_text(&id, self.layout.ids))
+            .map(|id| self.layout.ids.text(&id))
             .collect()
     }
 
@@ -471,7 +463,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
         embeddings: Option<ChunkEmbeddings<'_>>,
     ) -> Result<()> {
         let l = self.layout;
-        let enc = |id: &Uuid| Some(id_text(id, l.ids));
+        let enc = |id: &Uuid| Some(l.ids.text(id));
         let a = &l.analyses;
         let mut analysis_columns = vec![
             a.id.as_str(),
@@ -527,7 +519,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
                 Some(analysis.url.clone()),
                 Some(analysis.content_type.clone()),
                 Some(l.status_to_store(&analysis.status).to_owned()),
-                Some(analysis.created_at.to_string()),
+                Some(match l.timestamps {
+                    TimeEncoding::Text => analysis.created_at.naive_utc_text(),
+                    _ => analysis.created_at.to_string(),
+                }),
             ];
             if a.findings.is_some() {
                 row.push(Some(json_text(&analysis.findings)));
@@ -562,7 +557,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
                     vector_text(v, l.embedding)
                 });
                 if vector.is_some() {
-                    embedded_ids.push(id_text(&chunk.id, l.ids));
+                    embedded_ids.push(l.ids.text(&chunk.id));
                 }
                 let mut row = vec![
                     enc(&chunk.id),
@@ -684,7 +679,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
     ) -> Result<Vec<ChunkText>> {
         let reading = self.reading();
         let c = &self.layout.chunks;
-        let after = after.map(|id| id_text(&id, self.layout.ids));
+        let after = after.map(|id| self.layout.ids.text(&id));
         let id_type = self.type_of(&c.table, &c.id);
         let sql = format!(
             "SELECT c.{id}::text, c.{content} FROM {table} c LEFT JOIN {e} e ON e.chunk_id = c.{id}::text
@@ -717,7 +712,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
     fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
         let l = self.layout;
         let c = &l.chunks;
-        let ids: Vec<String> = updates.iter().map(|(id, _)| id_text(id, l.ids)).collect();
+        let ids: Vec<String> = updates.iter().map(|(id, _)| l.ids.text(id)).collect();
         let vectors: Vec<String> = updates
             .iter()
             .map(|(_, v)| vector_text(v, l.embedding))
