@@ -163,6 +163,16 @@ impl<'c> AdoptedWrite<'c> {
     /// goldset's schema beside the application's: the model of each embedding, the cache.
     fn ensure_bookkeeping(&mut self) -> Result<()> {
         let n = self.names;
+        let exists: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+                &[&n.embeddings, &n.cache],
+            )?
+            .get(0);
+        if exists {
+            return Ok(());
+        }
         self.client.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE IF NOT EXISTS {embeddings} (

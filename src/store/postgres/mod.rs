@@ -40,6 +40,9 @@ use connect::quote;
 use postgres::{Client, Config, IsolationLevel};
 use std::path::Path;
 
+/// Where goldset keeps its bookkeeping beside an application's tables, unless the mapping says.
+const BOOKKEEPING_SCHEMA: &str = "goldset";
+
 /// A golden dataset in a PostgreSQL schema.
 pub struct PostgresStore {
     client: Client,
@@ -107,7 +110,10 @@ impl PostgresStore {
                 Layout::own(Some(&options.schema)),
             ),
             Some(mapping) => {
-                let own = mapping.goldset_schema.as_deref().unwrap_or("goldset");
+                let own = mapping
+                    .goldset_schema
+                    .as_deref()
+                    .unwrap_or(BOOKKEEPING_SCHEMA);
                 connect::valid_schema(own)?;
                 (
                     format!("{} (mapped tables)", redact_url(url)),
