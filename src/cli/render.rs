@@ -204,6 +204,12 @@ impl Output {
                     Some(removed) => text += &format!("; replaced {removed}"),
                     None => {}
                 }
+                if let Some(d) = &s.difference {
+                    text += &format!(
+                        "; only the difference: {} analyses unchanged, {} changed ({} chunks rewritten, {} kept their vector), deleted {}",
+                        d.unchanged, d.changed, d.chunks_rewritten, d.vectors_kept, d.deleted
+                    );
+                }
                 if s.skipped.total_analyses > 0 {
                     text += &format!("; skipped {} existing analyses", s.skipped.total_analyses);
                 }

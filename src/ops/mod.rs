@@ -3,6 +3,7 @@
 //! [`Progress`] and return summaries; rendering is the CLI's job.
 
 pub mod adopt;
+pub mod apply;
 pub mod atomic;
 pub mod backup;
 pub mod cache;

@@ -9,7 +9,7 @@
 use super::embedding;
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
-use crate::store::{EmbeddingModel, Store};
+use crate::store::{EmbeddingModel, Store, WriteTransaction};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -49,6 +49,62 @@ pub struct ReembedSummary {
     pub elapsed: Duration,
 }
 
+/// One page of chunks embedded: the last id, and how many vectors came from the model and from
+/// the cache.
+pub(crate) struct Page {
+    last: Uuid,
+    pub(crate) embedded: u64,
+    pub(crate) from_cache: u64,
+}
+
+/// Embeds the next page (after `after`, in id order) of chunks whose embedding is missing or
+/// was not made by `embedder`; `None` when there are none left.
+pub(crate) fn embed_page(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+    after: Option<Uuid>,
+    page_size: usize,
+    use_cache: bool,
+) -> Result<Option<Page>, OpError> {
+    let (model, dimension) = (embedder.model_id(), embedder.dimension());
+    let page = tx.chunks_needing_embedding(model, dimension, after, page_size)?;
+    let Some(last) = page.last().map(|c| c.id) else {
+        return Ok(None);
+    };
+    let texts: Vec<&str> = page.iter().map(|c| c.content.as_str()).collect();
+    let mut lookup = embedding::lookup(tx, embedder, &texts, use_cache)?;
+    let (vectors, fresh) =
+        embedding::complete(embedder, &texts, std::mem::take(&mut lookup.cached))?;
+    let updates: Vec<(Uuid, &[f32])> = page
+        .iter()
+        .zip(&vectors)
+        .map(|(c, v)| (c.id, v.as_slice()))
+        .collect();
+    tx.set_embeddings(model, &updates)?;
+    embedding::remember(tx, embedder, &lookup.digests, &vectors, &fresh)?;
+    Ok(Some(Page {
+        last,
+        embedded: fresh.len() as u64,
+        from_cache: (page.len() - fresh.len()) as u64,
+    }))
+}
+
+/// Embeds, in `tx`, every chunk whose embedding is missing or was not made by `embedder`;
+/// returns how many came from the model and from the cache.
+pub(crate) fn embed_all_stale(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+    use_cache: bool,
+) -> Result<(u64, u64), OpError> {
+    let (mut embedded, mut from_cache, mut after) = (0, 0, None);
+    while let Some(page) = embed_page(tx, embedder, after, PAGE, use_cache)? {
+        after = Some(page.last);
+        embedded += page.embedded;
+        from_cache += page.from_cache;
+    }
+    Ok((embedded, from_cache))
+}
+
 /// Gives every chunk in `store` an embedding made by `embedder`.
 pub fn reembed(
     store: &mut dyn Store,
@@ -72,24 +128,11 @@ pub fn reembed(
     let (mut embedded, mut from_cache, mut commits, mut uncommitted) = (0u64, 0u64, 0u64, 0usize);
     let mut after: Option<Uuid> = None;
     let page_size = options.batch_commit.map_or(PAGE, |n| n.clamp(1, PAGE));
-    loop {
-        let page = tx.chunks_needing_embedding(model, dimension, after, page_size)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        let texts: Vec<&str> = page.iter().map(|c| c.content.as_str()).collect();
-        let mut lookup = embedding::lookup(&mut *tx, embedder, &texts, options.use_cache)?;
-        let (vectors, fresh) =
-            embedding::complete(embedder, &texts, std::mem::take(&mut lookup.cached))?;
-        let updates: Vec<(Uuid, &[f32])> = page
-            .iter()
-            .zip(&vectors)
-            .map(|(c, v)| (c.id, v.as_slice()))
-            .collect();
-        tx.set_embeddings(model, &updates)?;
-        embedding::remember(&mut *tx, embedder, &lookup.digests, &vectors, &fresh)?;
-        embedded += fresh.len() as u64;
-        from_cache += (page.len() - fresh.len()) as u64;
-        uncommitted += page.len();
+    while let Some(page) = embed_page(&mut *tx, embedder, after, page_size, options.use_cache)? {
+        after = Some(page.last);
+        embedded += page.embedded;
+        from_cache += page.from_cache;
+        uncommitted += (page.embedded + page.from_cache) as usize;
         progress.set(embedded + from_cache);
         if options.batch_commit.is_some_and(|n| uncommitted >= n) {
             tx.commit()?;

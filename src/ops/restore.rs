@@ -2,6 +2,7 @@
 //! chunk; commit only when the whole file is valid and nothing conflicts. Any error — or a kill —
 //! before the commit leaves the database as it was.
 
+use super::apply::{self, DifferenceTally};
 use super::embedding::{self, Lookup};
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
@@ -79,6 +80,8 @@ pub struct RestoreSummary {
     pub updated: u64,
     /// What `--replace` removed (everything the database held before).
     pub removed: Option<Inventory>,
+    /// What `--replace` did where it applies only the difference (an application's tables).
+    pub difference: Option<DifferenceTally>,
     /// What the database holds afterwards.
     pub after: Inventory,
     /// Chunks the model embedded.
@@ -121,8 +124,13 @@ pub fn restore(
     let metadata_file = metadata_file_state(path, options.metadata_file.as_deref());
 
     let mut tx = store.begin()?;
-    let removed = if options.replace {
+    // An application's tables are replaced by applying the difference (unchanged rows keep
+    // their row, embedding and index entries); goldset's own by deleting and loading in bulk.
+    let by_difference = options.replace && tx.replaces_by_difference();
+    if options.replace {
         refuse_dependents(&mut *tx, options.allow_cascade)?;
+    }
+    let removed = if options.replace && !by_difference {
         let before = tx.inventory()?;
         tx.delete_all()?;
         Some(before)
@@ -132,9 +140,15 @@ pub fn restore(
     // Into an empty database, an additive restore is a bulk load with nothing to conflict with
     // (ids repeated within the file are the validator's to report).
     let empty_at_start = !options.replace && tx.load_in_bulk_if_empty()?;
-    check_embedding_model(&mut *tx, embedder)?;
+    if by_difference {
+        // Unchanged chunks keep their vectors; any not made by this model are embedded again
+        // at the end, so that one model embeds every chunk when the restore commits.
+        tx.prepare_embeddings(embedder.dimension())?;
+    } else {
+        check_embedding_model(&mut *tx, embedder)?;
+    }
     // A bulk load that needs no cache lookups between batches can be one stream.
-    let stream = (options.replace || empty_at_start) && !embedder.worth_caching();
+    let stream = (options.replace || empty_at_start) && !by_difference && !embedder.worth_caching();
 
     progress.start("restore", bytes, Unit::Bytes);
     let counting_chunks = AtomicBool::new(false);
@@ -148,6 +162,8 @@ pub fn restore(
         tally: Tally::default(),
         conflicts: 0,
         conflict_examples: Vec::new(),
+        difference: by_difference.then(DifferenceTally::default),
+        seen: Vec::new(),
     };
     let (validator, read, written) = std::thread::scope(|scope| {
         let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Analysis>>(1);
@@ -226,13 +242,28 @@ pub fn restore(
             examples: writer.conflict_examples,
         });
     }
+    let mut difference = writer.difference.take();
+    let mut seen = std::mem::take(&mut writer.seen);
+    let mut tally = writer.tally;
+    if let Some(d) = &mut difference {
+        tally.embedded += d.embedded;
+        tally.from_cache += d.from_cache;
+        seen.sort_unstable();
+        d.deleted = tx.delete_analyses_except(&seen)?;
+        if !options.dry_run {
+            let (fresh, cached) =
+                super::reembed::embed_all_stale(&mut *tx, embedder, options.use_cache)?;
+            tally.embedded += fresh;
+            tally.from_cache += cached;
+        }
+    }
     let Tally {
         restored,
         skipped,
         updated,
         embedded,
         from_cache,
-    } = writer.tally;
+    } = tally;
     let after = tx.inventory()?;
     if !options.dry_run {
         tx.commit()?;
@@ -245,6 +276,7 @@ pub fn restore(
         skipped,
         updated,
         removed,
+        difference,
         after,
         embedded,
         from_cache,
@@ -453,6 +485,10 @@ struct Writer<'t, 'o> {
     tally: Tally,
     conflicts: u64,
     conflict_examples: Vec<Existing>,
+    /// `--replace` by difference: what it did so far.
+    difference: Option<DifferenceTally>,
+    /// `--replace` by difference: every analysis id of the file (what is not here is deleted).
+    seen: Vec<Uuid>,
 }
 
 impl Writer<'_, '_> {
@@ -464,7 +500,17 @@ impl Writer<'_, '_> {
     ) -> Result<(), OpError> {
         let mut in_flight = 0;
         for batch in batches {
-            let batch = if self.options.replace || self.empty_at_start {
+            let batch = if let Some(tally) = &mut self.difference {
+                self.seen.extend(batch.iter().map(|a| a.id));
+                apply::apply_batch(
+                    &mut *self.tx,
+                    self.embedder,
+                    batch,
+                    self.options.use_cache,
+                    self.options.dry_run,
+                    tally,
+                )?
+            } else if self.options.replace || self.empty_at_start {
                 batch
             } else {
                 self.resolve_conflicts(batch)?

@@ -321,8 +321,66 @@ pub struct Dependent {
     pub rows: u64,
 }
 
+/// How one analysis changes when `restore --replace` applies only the difference: the file's
+/// version, and which of its stored parts go and come.
+#[derive(Debug)]
+pub struct Patch<'a> {
+    /// The analysis as the file has it.
+    pub analysis: &'a Analysis,
+    /// Its own row (url, content type, status, time, JSON findings) differs.
+    pub row: bool,
+    /// Its findings differ (where they are rows of their own).
+    pub findings: bool,
+    /// Stored chunks to delete (gone, or changed: changed ones come back in `add_chunks`).
+    pub remove_chunks: Vec<Uuid>,
+    /// Positions in `analysis.chunks` of the chunks to insert.
+    pub add_chunks: Vec<usize>,
+    /// Its artifact differs (the stored one goes, the file's, if any, comes).
+    pub artifact: bool,
+}
+
 /// A write transaction: nothing it does is visible, or kept, until it commits.
 pub trait WriteTransaction {
+    /// Whether `restore --replace` should write only the difference between the file and the
+    /// database ([`WriteTransaction::apply_patch`] and friends) instead of deleting everything
+    /// and loading again: true on an application's tables, whose rows, embeddings and indexes
+    /// must not churn.
+    fn replaces_by_difference(&self) -> bool {
+        false
+    }
+    /// The stored analyses among `ids`, whole.
+    fn analyses_by_id(&mut self, _ids: &[Uuid]) -> Result<Vec<Analysis>> {
+        Err(StoreError::Refused(
+            "this store does not apply differences".into(),
+        ))
+    }
+    /// The stored vectors of these chunks that `model` made with `dimension` values.
+    fn chunk_vectors(
+        &mut self,
+        _ids: &[Uuid],
+        _model: &str,
+        _dimension: usize,
+    ) -> Result<std::collections::HashMap<Uuid, Vec<f32>>> {
+        Ok(Default::default())
+    }
+    /// Applies one analysis's change; `vectors` holds one vector (by `model`) per added chunk.
+    fn apply_patch(
+        &mut self,
+        _patch: &Patch<'_>,
+        _vectors: &[Vec<f32>],
+        _model: &str,
+    ) -> Result<()> {
+        Err(StoreError::Refused(
+            "this store does not apply differences".into(),
+        ))
+    }
+    /// Deletes every analysis (with its children) whose id is not in `keep` (sorted); returns
+    /// what went.
+    fn delete_analyses_except(&mut self, _keep: &[Uuid]) -> Result<Counts> {
+        Err(StoreError::Refused(
+            "this store does not apply differences".into(),
+        ))
+    }
     /// Rows outside the dataset that reference rows [`WriteTransaction::delete_all`] would
     /// delete (an application's own tables; never any for goldset's own schema).
     fn dependents(&mut self) -> Result<Vec<Dependent>> {

@@ -13,12 +13,13 @@ use super::super::catalog::Catalog;
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::{
     blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, Dependent,
-    EmbeddingModel, Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
+    EmbeddingModel, Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::connect::quote;
+use super::decode;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use super::Names;
-use crate::model::Analysis;
+use crate::model::{Analysis, Chunk, Counts};
 use postgres::types::ToSql;
 use postgres::Client;
 use std::collections::HashMap;
@@ -67,6 +68,21 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("JSON values serialize")
 }
 
+/// A vector from the text PostgreSQL gives for the column (`[1,2]`, `{1,2}`, or hex bytes).
+fn parse_vector(text: &str, encoding: EmbeddingEncoding) -> Option<Vec<f32>> {
+    if encoding == EmbeddingEncoding::F32Le {
+        let bytes: Option<Vec<u8>> = (0..text.len() / 2)
+            .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        return Some(blob_to_vector(&bytes?));
+    }
+    let inner = text
+        .trim()
+        .trim_start_matches(['[', '{'])
+        .trim_end_matches([']', '}']);
+    inner.split(',').map(|x| x.trim().parse().ok()).collect()
+}
+
 /// Columns of one table and a text value per row for each: one `INSERT … SELECT … unnest`.
 struct Rows {
     table: String,
@@ -87,6 +103,174 @@ impl Rows {
         for (column, value) in self.values.iter_mut().zip(row) {
             column.push(value);
         }
+    }
+}
+
+/// The rows of some records, per mapped table, as text (see [`AdoptedWrite::insert_rows`]).
+struct RecordRows<'l> {
+    layout: &'l Layout,
+    analyses: Rows,
+    findings: Option<Rows>,
+    chunks: Rows,
+    artifacts: Option<Rows>,
+    /// Chunks given an embedding (their stored id text), and by which model.
+    embedded: Vec<String>,
+}
+
+impl<'l> RecordRows<'l> {
+    fn new(layout: &'l Layout) -> Self {
+        let a = &layout.analyses;
+        let mut analysis_columns = vec![
+            a.id.as_str(),
+            &a.url,
+            &a.content_type,
+            &a.status,
+            &a.created_at,
+        ];
+        analysis_columns.extend(a.findings.as_deref());
+        let c = &layout.chunks;
+        let mut chunk_columns = vec![
+            c.id.as_str(),
+            &c.analysis_id,
+            &c.chunk_index,
+            &c.content,
+            &c.content_type,
+            &c.embedding,
+        ];
+        chunk_columns.extend(c.section_title.as_deref());
+        chunk_columns.extend(c.section_path.as_deref());
+        chunk_columns.extend(c.embedding_model.as_deref());
+        RecordRows {
+            layout,
+            analyses: Rows::new(&a.table, &analysis_columns),
+            findings: layout.findings.as_ref().map(|f| {
+                let mut columns = vec![
+                    f.analysis_id.as_str(),
+                    &f.position,
+                    &f.agent,
+                    &f.category,
+                    &f.content,
+                    &f.confidence,
+                ];
+                columns.extend(f.metadata.as_deref());
+                Rows::new(&f.table, &columns)
+            }),
+            chunks: Rows::new(&c.table, &chunk_columns),
+            artifacts: layout.artifacts.as_ref().map(|r| {
+                Rows::new(
+                    &r.table,
+                    &[
+                        r.id.as_str(),
+                        &r.analysis_id,
+                        &r.summary,
+                        &r.key_findings,
+                        &r.metadata,
+                    ],
+                )
+            }),
+            embedded: Vec::new(),
+        }
+    }
+
+    fn id(&self, id: &Uuid) -> Option<String> {
+        Some(self.layout.ids.text(id))
+    }
+
+    /// The analysis row's values, in [`RecordRows::new`]'s column order.
+    fn analysis_values(&self, analysis: &Analysis) -> Vec<Option<String>> {
+        let l = self.layout;
+        let mut row = vec![
+            self.id(&analysis.id),
+            Some(analysis.url.clone()),
+            Some(analysis.content_type.clone()),
+            Some(l.status_to_store(&analysis.status).to_owned()),
+            Some(match l.timestamps {
+                TimeEncoding::Text => analysis.created_at.naive_utc_text(),
+                _ => analysis.created_at.to_string(),
+            }),
+        ];
+        if l.analyses.findings.is_some() {
+            row.push(Some(json_text(&analysis.findings)));
+        }
+        row
+    }
+
+    fn analysis(&mut self, analysis: &Analysis) {
+        let row = self.analysis_values(analysis);
+        self.analyses.push(row);
+    }
+
+    /// The analysis's findings, where they are rows of their own.
+    fn findings(&mut self, analysis: &Analysis) {
+        let owner = self.id(&analysis.id);
+        let with_metadata = self
+            .layout
+            .findings
+            .as_ref()
+            .is_some_and(|f| f.metadata.is_some());
+        let Some(rows) = &mut self.findings else {
+            return;
+        };
+        for (i, finding) in analysis.findings.iter().enumerate() {
+            let mut row = vec![
+                owner.clone(),
+                Some(i.to_string()),
+                Some(finding.agent.clone()),
+                Some(finding.category.clone()),
+                Some(finding.content.clone()),
+                Some(finding.confidence.to_string()),
+            ];
+            if with_metadata {
+                // A row holds `{}` for "no metadata" (the column may be NOT NULL).
+                row.push(Some(
+                    finding
+                        .metadata
+                        .as_ref()
+                        .map_or_else(|| "{}".to_owned(), json_text),
+                ));
+            }
+            rows.push(row);
+        }
+    }
+
+    fn chunk(&mut self, analysis: &Analysis, chunk: &Chunk, vector: Option<(&str, &[f32])>) {
+        let l = self.layout;
+        let c = &l.chunks;
+        if vector.is_some() {
+            self.embedded.push(l.ids.text(&chunk.id));
+        }
+        let mut row = vec![
+            self.id(&chunk.id),
+            self.id(&analysis.id),
+            Some(chunk.chunk_index.to_string()),
+            Some(chunk.content.clone()),
+            Some(chunk.content_type.clone()),
+            vector.map(|(_, v)| vector_text(v, l.embedding)),
+        ];
+        if c.section_title.is_some() {
+            row.push(chunk.section_title.clone());
+        }
+        if c.section_path.is_some() {
+            row.push(chunk.section_path.clone());
+        }
+        if c.embedding_model.is_some() {
+            row.push(vector.map(|(model, _)| model.to_owned()));
+        }
+        self.chunks.push(row);
+    }
+
+    fn artifact(&mut self, analysis: &Analysis) {
+        let owner = self.id(&analysis.id);
+        let (Some(rows), Some(artifact)) = (&mut self.artifacts, &analysis.artifact) else {
+            return;
+        };
+        rows.push(vec![
+            Some(self.layout.ids.text(&artifact.id)),
+            owner,
+            artifact.summary.clone(),
+            Some(json_text(&artifact.key_findings)),
+            Some(json_text(&artifact.metadata)),
+        ]);
     }
 }
 
@@ -290,6 +474,63 @@ impl<'c> AdoptedWrite<'c> {
         Ok(())
     }
 
+    /// Inserts `rows`, parents first (the application's foreign keys are checked row by row),
+    /// and records the model of the embedded chunks.
+    fn insert_rows(&mut self, rows: RecordRows<'_>, model: Option<&str>) -> Result<()> {
+        let RecordRows {
+            analyses,
+            findings,
+            chunks,
+            artifacts,
+            embedded,
+            ..
+        } = rows;
+        self.insert(analyses)?;
+        if let Some(rows) = findings {
+            self.insert(rows)?;
+        }
+        self.insert(chunks)?;
+        if let Some(rows) = artifacts {
+            self.insert(rows)?;
+        }
+        match model {
+            Some(model) => self.record_models(model, &embedded),
+            None => Ok(()),
+        }
+    }
+
+    /// Rewrites an analysis's own row (url, content type, status, time, JSON findings).
+    fn update_analysis_row(&mut self, analysis: &Analysis) -> Result<()> {
+        let l = self.layout;
+        let a = &l.analyses;
+        let mut columns = vec![
+            a.id.as_str(),
+            &a.url,
+            &a.content_type,
+            &a.status,
+            &a.created_at,
+        ];
+        columns.extend(a.findings.as_deref());
+        let values = RecordRows::new(l).analysis_values(analysis);
+        let sets: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| format!("{} = ${}::text::{}", q(c), i + 1, self.type_of(&a.table, c)))
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} = $1::text::{}",
+            q(&a.table),
+            sets.join(", "),
+            q(&a.id),
+            self.type_of(&a.table, &a.id)
+        );
+        let params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.client.execute(&sql, &params)?;
+        Ok(())
+    }
+
     /// Records which model embedded these chunks (by the chunks' own ids).
     fn record_models(&mut self, model: &str, chunk_ids: &[String]) -> Result<()> {
         if chunk_ids.is_empty() {
@@ -472,145 +713,232 @@ impl WriteTransaction for AdoptedWrite<'_> {
         analyses: &[Analysis],
         embeddings: Option<ChunkEmbeddings<'_>>,
     ) -> Result<()> {
-        let l = self.layout;
-        let enc = |id: &Uuid| Some(l.ids.text(id));
-        let a = &l.analyses;
-        let mut analysis_columns = vec![
-            a.id.as_str(),
-            &a.url,
-            &a.content_type,
-            &a.status,
-            &a.created_at,
-        ];
-        analysis_columns.extend(a.findings.as_deref());
-        let mut analysis_rows = Rows::new(&a.table, &analysis_columns);
-        let c = &l.chunks;
-        let mut chunk_columns = vec![
-            c.id.as_str(),
-            &c.analysis_id,
-            &c.chunk_index,
-            &c.content,
-            &c.content_type,
-            &c.embedding,
-        ];
-        chunk_columns.extend(c.section_title.as_deref());
-        chunk_columns.extend(c.section_path.as_deref());
-        chunk_columns.extend(c.embedding_model.as_deref());
-        let mut chunk_rows = Rows::new(&c.table, &chunk_columns);
-        let mut finding_rows = l.findings.as_ref().map(|f| {
-            let mut columns = vec![
-                f.analysis_id.as_str(),
-                &f.position,
-                &f.agent,
-                &f.category,
-                &f.content,
-                &f.confidence,
-            ];
-            columns.extend(f.metadata.as_deref());
-            Rows::new(&f.table, &columns)
-        });
-        let mut artifact_rows = l.artifacts.as_ref().map(|r| {
-            Rows::new(
-                &r.table,
-                &[
-                    r.id.as_str(),
-                    &r.analysis_id,
-                    &r.summary,
-                    &r.key_findings,
-                    &r.metadata,
-                ],
-            )
-        });
-        let mut embedded_ids = Vec::new();
+        let mut rows = RecordRows::new(self.layout);
         let mut next_vector = 0;
         for analysis in analyses {
-            let mut row = vec![
-                enc(&analysis.id),
-                Some(analysis.url.clone()),
-                Some(analysis.content_type.clone()),
-                Some(l.status_to_store(&analysis.status).to_owned()),
-                Some(match l.timestamps {
-                    TimeEncoding::Text => analysis.created_at.naive_utc_text(),
-                    _ => analysis.created_at.to_string(),
-                }),
-            ];
-            if a.findings.is_some() {
-                row.push(Some(json_text(&analysis.findings)));
-            }
-            analysis_rows.push(row);
-            if let (Some(rows), Some(f)) = (&mut finding_rows, &l.findings) {
-                for (i, finding) in analysis.findings.iter().enumerate() {
-                    let mut row = vec![
-                        enc(&analysis.id),
-                        Some(i.to_string()),
-                        Some(finding.agent.clone()),
-                        Some(finding.category.clone()),
-                        Some(finding.content.clone()),
-                        Some(finding.confidence.to_string()),
-                    ];
-                    if f.metadata.is_some() {
-                        // A row holds `{}` for "no metadata" (the column may be NOT NULL).
-                        row.push(Some(
-                            finding
-                                .metadata
-                                .as_ref()
-                                .map_or_else(|| "{}".to_owned(), json_text),
-                        ));
-                    }
-                    rows.push(row);
-                }
-            }
+            rows.analysis(analysis);
+            rows.findings(analysis);
             for chunk in &analysis.chunks {
                 let vector = embeddings.map(|e| {
-                    let v = &e.vectors[next_vector];
                     next_vector += 1;
-                    vector_text(v, l.embedding)
+                    (e.model, e.vectors[next_vector - 1].as_slice())
                 });
-                if vector.is_some() {
-                    embedded_ids.push(l.ids.text(&chunk.id));
-                }
-                let mut row = vec![
-                    enc(&chunk.id),
-                    enc(&analysis.id),
-                    Some(chunk.chunk_index.to_string()),
-                    Some(chunk.content.clone()),
-                    Some(chunk.content_type.clone()),
-                    vector,
-                ];
-                if c.section_title.is_some() {
-                    row.push(chunk.section_title.clone());
-                }
-                if c.section_path.is_some() {
-                    row.push(chunk.section_path.clone());
-                }
-                if c.embedding_model.is_some() {
-                    row.push(embeddings.map(|e| e.model.to_owned()));
-                }
-                chunk_rows.push(row);
+                rows.chunk(analysis, chunk, vector);
             }
-            if let (Some(rows), Some(artifact)) = (&mut artifact_rows, &analysis.artifact) {
-                rows.push(vec![
-                    enc(&artifact.id),
-                    enc(&analysis.id),
-                    artifact.summary.clone(),
-                    Some(json_text(&artifact.key_findings)),
-                    Some(json_text(&artifact.metadata)),
-                ]);
+            rows.artifact(analysis);
+        }
+        self.insert_rows(rows, embeddings.map(|e| e.model))
+    }
+
+    fn replaces_by_difference(&self) -> bool {
+        true
+    }
+
+    fn analyses_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<Analysis>> {
+        let l = self.layout;
+        let ids = self.ids(ids.iter().copied());
+        let a = &l.analyses;
+        let findings = match &a.findings {
+            Some(column) => q(column),
+            None => "NULL::jsonb".into(),
+        };
+        let rows = self.client.query(
+            &format!(
+                "SELECT {}, {}, {}, {}, {}, {findings} FROM {} WHERE {} = ANY({})",
+                q(&a.id),
+                q(&a.url),
+                q(&a.content_type),
+                q(&a.status),
+                q(&a.created_at),
+                q(&a.table),
+                q(&a.id),
+                self.id_array(1, &a.table, &a.id)
+            ),
+            &[&ids],
+        )?;
+        let mut found: Vec<Analysis> = rows
+            .iter()
+            .map(|r| decode::analysis(r, l))
+            .collect::<Result<_>>()?;
+        let position = |found: &[Analysis], id: Uuid| found.iter().position(|a| a.id == id);
+        let c = &l.chunks;
+        let optional = |column: &Option<String>| match column {
+            Some(name) => q(name),
+            None => "NULL::text".into(),
+        };
+        for r in self.client.query(
+            &format!(
+                "SELECT {}, {}, {}, {}, {}, {}, {} FROM {} WHERE {} = ANY({}) ORDER BY {}",
+                q(&c.id),
+                q(&c.analysis_id),
+                q(&c.chunk_index),
+                q(&c.content),
+                optional(&c.section_title),
+                optional(&c.section_path),
+                q(&c.content_type),
+                q(&c.table),
+                q(&c.analysis_id),
+                self.id_array(1, &c.table, &c.analysis_id),
+                q(&c.chunk_index)
+            ),
+            &[&ids],
+        )? {
+            let (owner, chunk) = decode::chunk(&r, &c.table)?;
+            if let Some(i) = position(&found, owner) {
+                found[i].chunks.push(chunk);
             }
         }
-        // Parents first: the application's foreign keys are checked row by row.
-        self.insert(analysis_rows)?;
-        if let Some(rows) = finding_rows {
-            self.insert(rows)?;
+        if let Some(t) = &l.artifacts {
+            for r in self.client.query(
+                &format!(
+                    "SELECT {}, {}, {}, {}, {} FROM {} WHERE {} = ANY({})",
+                    q(&t.id),
+                    q(&t.analysis_id),
+                    q(&t.summary),
+                    q(&t.key_findings),
+                    q(&t.metadata),
+                    q(&t.table),
+                    q(&t.analysis_id),
+                    self.id_array(1, &t.table, &t.analysis_id)
+                ),
+                &[&ids],
+            )? {
+                let (owner, artifact) = decode::artifact(&r, &t.table)?;
+                if let Some(i) = position(&found, owner) {
+                    found[i].artifact = Some(artifact);
+                }
+            }
         }
-        self.insert(chunk_rows)?;
-        if let Some(rows) = artifact_rows {
-            self.insert(rows)?;
+        if let Some(f) = &l.findings {
+            for r in self.client.query(
+                &format!(
+                    "SELECT {}, {}, {}, {}, ({})::float8, {} FROM {} WHERE {} = ANY({}) ORDER BY {}",
+                    q(&f.analysis_id),
+                    q(&f.agent),
+                    q(&f.category),
+                    q(&f.content),
+                    q(&f.confidence),
+                    f.metadata.as_deref().map_or("NULL::jsonb".into(), q),
+                    q(&f.table),
+                    q(&f.analysis_id),
+                    self.id_array(1, &f.table, &f.analysis_id),
+                    q(&f.position)
+                ),
+                &[&ids],
+            )? {
+                let (owner, finding) = decode::finding(&r, &f.table)?;
+                if let Some(i) = position(&found, owner) {
+                    found[i].findings.push(finding);
+                }
+            }
         }
-        if let Some(e) = embeddings {
-            self.record_models(e.model, &embedded_ids)?;
+        Ok(found)
+    }
+
+    fn chunk_vectors(
+        &mut self,
+        ids: &[Uuid],
+        model: &str,
+        dimension: usize,
+    ) -> Result<HashMap<Uuid, Vec<f32>>> {
+        let l = self.layout;
+        let c = &l.chunks;
+        let reading = self.reading();
+        let (found_model, join) = reading.model();
+        let ids = self.ids(ids.iter().copied());
+        let vector = match l.embedding {
+            EmbeddingEncoding::F32Le => format!("encode(c.{}, 'hex')", q(&c.embedding)),
+            _ => format!("c.{}::text", q(&c.embedding)),
+        };
+        let rows = self.client.query(
+            &format!(
+                "SELECT c.{id}::text, {vector} FROM {table} c {join}
+                  WHERE c.{id} = ANY({ids}) AND {found_model} = $2 AND {dims} = $3",
+                id = q(&c.id),
+                table = q(&c.table),
+                ids = self.id_array(1, &c.table, &c.id),
+                dims = reading.dimension(),
+            ),
+            &[&ids, &model, &(dimension as i32)],
+        )?;
+        let mut found = HashMap::new();
+        for r in rows {
+            let (id, text): (String, Option<String>) = (r.get(0), r.get(1));
+            let (Ok(id), Some(text)) = (Uuid::try_parse(id.trim()), text) else {
+                continue;
+            };
+            if let Some(v) = parse_vector(&text, l.embedding) {
+                found.insert(id, v);
+            }
         }
-        Ok(())
+        Ok(found)
+    }
+
+    fn apply_patch(&mut self, patch: &Patch<'_>, vectors: &[Vec<f32>], model: &str) -> Result<()> {
+        let l = self.layout;
+        let analysis = patch.analysis;
+        let id = vec![l.ids.text(&analysis.id)];
+        if patch.row {
+            self.update_analysis_row(analysis)?;
+        }
+        let mut rows = RecordRows::new(l);
+        if patch.findings {
+            if let Some(f) = &l.findings {
+                self.delete_where(&f.table, &f.analysis_id, Some(&id))?;
+                rows.findings(analysis);
+            }
+        }
+        if !patch.remove_chunks.is_empty() {
+            let c = &l.chunks;
+            let gone = self.ids(patch.remove_chunks.iter().copied());
+            self.client.execute(
+                &format!(
+                    "DELETE FROM {} WHERE chunk_id = ANY($1)",
+                    self.names.embeddings
+                ),
+                &[&gone],
+            )?;
+            self.delete_where(&c.table, &c.id, Some(&gone))?;
+        }
+        for (i, &at) in patch.add_chunks.iter().enumerate() {
+            let vector = vectors.get(i).map(|v| (model, v.as_slice()));
+            rows.chunk(analysis, &analysis.chunks[at], vector);
+        }
+        if patch.artifact {
+            if let Some(t) = &l.artifacts {
+                self.delete_where(&t.table, &t.analysis_id, Some(&id))?;
+                rows.artifact(analysis);
+            }
+        }
+        self.insert_rows(rows, Some(model))
+    }
+
+    fn delete_analyses_except(&mut self, keep: &[Uuid]) -> Result<Counts> {
+        let l = self.layout;
+        let a = &l.analyses;
+        let keep = self.ids(keep.iter().copied());
+        let rows = self.client.query(
+            &format!(
+                "SELECT {id}::text FROM {table} WHERE NOT ({id} = ANY({keep}))",
+                id = q(&a.id),
+                table = q(&a.table),
+                keep = self.id_array(1, &a.table, &a.id)
+            ),
+            &[&keep],
+        )?;
+        let gone: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| Uuid::try_parse(r.get::<_, String>(0).trim()).ok())
+            .collect();
+        if gone.is_empty() {
+            return Ok(Counts::default());
+        }
+        let mut counts = Counts::default();
+        for analysis in self.analyses_by_id(&gone)? {
+            counts.add(&analysis);
+        }
+        self.delete_analyses(&gone)?;
+        Ok(counts)
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {

@@ -1,0 +1,235 @@
+//! `restore --replace` by difference, for stores that must not churn (an application's tables):
+//! each batch of the file is compared with the stored analyses of the same ids; equal ones are
+//! left alone (same rows, same embeddings, no index work), changed ones are patched — only the
+//! chunks that changed are rewritten, and only those whose text changed are embedded again —,
+//! new ones go through the ordinary insert path, and at the end the stored analyses the file no
+//! longer has are deleted. The work is in proportion to the change, not to the dataset.
+
+use super::embedding;
+use super::OpError;
+use crate::embed::Embedder;
+use crate::model::{Analysis, Chunk, Counts};
+use crate::store::{Patch, WriteTransaction};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// What applying the difference did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DifferenceTally {
+    /// Analyses already stored exactly as in the file: untouched.
+    pub unchanged: u64,
+    /// Analyses patched in place.
+    pub changed: u64,
+    /// Chunks rewritten within changed analyses.
+    pub chunks_rewritten: u64,
+    /// Chunks whose stored embedding was kept although their row was rewritten (same text).
+    pub vectors_kept: u64,
+    /// Rewritten chunks the model embedded.
+    pub embedded: u64,
+    /// Rewritten chunks whose vector came from the embedding cache.
+    pub from_cache: u64,
+    /// What was deleted because the file no longer has it.
+    pub deleted: Counts,
+}
+
+/// How `new` differs from `old` (same id), as a patch; `None` when they are equal.
+fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
+    if old == new {
+        return None;
+    }
+    let findings = old.findings != new.findings;
+    let row = findings
+        || old.url != new.url
+        || old.content_type != new.content_type
+        || old.status != new.status
+        || old.created_at != new.created_at;
+    let stored: HashMap<Uuid, &Chunk> = old.chunks.iter().map(|c| (c.id, c)).collect();
+    let mut remove_chunks = Vec::new();
+    let mut add_chunks = Vec::new();
+    for (i, chunk) in new.chunks.iter().enumerate() {
+        match stored.get(&chunk.id) {
+            Some(&before) if before == chunk => {}
+            Some(_) => {
+                remove_chunks.push(chunk.id);
+                add_chunks.push(i);
+            }
+            None => add_chunks.push(i),
+        }
+    }
+    let kept: std::collections::HashSet<Uuid> = new.chunks.iter().map(|c| c.id).collect();
+    remove_chunks.extend(
+        old.chunks
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| !kept.contains(id)),
+    );
+    Some(Patch {
+        analysis: new,
+        row,
+        findings,
+        remove_chunks,
+        add_chunks,
+        artifact: old.artifact != new.artifact,
+    })
+}
+
+/// Applies the batch's differences; returns the analyses that are not stored yet (to insert
+/// whole). With `dry_run`, nothing is embedded (the transaction is rolled back anyway).
+pub(crate) fn apply_batch(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+    batch: Vec<Analysis>,
+    use_cache: bool,
+    dry_run: bool,
+    tally: &mut DifferenceTally,
+) -> Result<Vec<Analysis>, OpError> {
+    let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
+    let stored: HashMap<Uuid, Analysis> = tx
+        .analyses_by_id(&ids)?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect();
+    let mut new = Vec::new();
+    for analysis in &batch {
+        let Some(old) = stored.get(&analysis.id) else {
+            continue;
+        };
+        let Some(patch) = patch(old, analysis) else {
+            tally.unchanged += 1;
+            continue;
+        };
+        tally.changed += 1;
+        tally.chunks_rewritten += patch.add_chunks.len() as u64;
+        let vectors = if dry_run {
+            Vec::new()
+        } else {
+            vectors_for(tx, embedder, old, &patch, use_cache, tally)?
+        };
+        tx.apply_patch(&patch, &vectors, embedder.model_id())?;
+    }
+    for analysis in batch {
+        if !stored.contains_key(&analysis.id) {
+            new.push(analysis);
+        }
+    }
+    Ok(new)
+}
+
+/// One vector per chunk the patch adds: the stored one where the text is the same (and the
+/// current model made it), else from the cache or the model.
+fn vectors_for(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+    old: &Analysis,
+    patch: &Patch<'_>,
+    use_cache: bool,
+    tally: &mut DifferenceTally,
+) -> Result<Vec<Vec<f32>>, OpError> {
+    let added: Vec<&Chunk> = patch
+        .add_chunks
+        .iter()
+        .map(|&i| &patch.analysis.chunks[i])
+        .collect();
+    let same_text: Vec<Uuid> = added
+        .iter()
+        .filter(|c| {
+            old.chunks
+                .iter()
+                .any(|o| o.id == c.id && o.content == c.content)
+        })
+        .map(|c| c.id)
+        .collect();
+    let kept = if same_text.is_empty() {
+        HashMap::new()
+    } else {
+        tx.chunk_vectors(&same_text, embedder.model_id(), embedder.dimension())?
+    };
+    tally.vectors_kept += kept.len() as u64;
+    let missing: Vec<&str> = added
+        .iter()
+        .filter(|c| !kept.contains_key(&c.id))
+        .map(|c| c.content.as_str())
+        .collect();
+    let lookup = embedding::lookup(tx, embedder, &missing, use_cache)?;
+    let (computed, fresh) = embedding::complete(embedder, &missing, lookup.cached)?;
+    embedding::remember(tx, embedder, &lookup.digests, &computed, &fresh)?;
+    tally.embedded += fresh.len() as u64;
+    tally.from_cache += (missing.len() - fresh.len()) as u64;
+    let mut computed = computed.into_iter();
+    Ok(added
+        .iter()
+        .map(|c| match kept.get(&c.id) {
+            Some(v) => v.clone(),
+            None => computed.next().unwrap_or_default(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Artifact, Finding, Timestamp};
+
+    fn analysis() -> Analysis {
+        let chunk = |i: i64| Chunk {
+            id: Uuid::from_u128(100 + i as u128),
+            content: format!("text {i}"),
+            section_title: None,
+            section_path: None,
+            content_type: "text".into(),
+            chunk_index: i,
+        };
+        Analysis {
+            id: Uuid::from_u128(1),
+            url: "https://example.com/a".into(),
+            content_type: "documentation".into(),
+            status: "completed".into(),
+            created_at: Timestamp::from_unix_micros(0),
+            findings: vec![Finding {
+                agent: "a".into(),
+                category: "c".into(),
+                content: "f".into(),
+                confidence: 0.5,
+                metadata: None,
+            }],
+            chunks: (0..3).map(chunk).collect(),
+            artifact: Some(Artifact {
+                id: Uuid::from_u128(9),
+                summary: None,
+                key_findings: Vec::new(),
+                metadata: Default::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn equal_analyses_need_no_patch() {
+        assert!(patch(&analysis(), &analysis()).is_none());
+    }
+
+    #[test]
+    fn only_what_changed_is_rewritten() {
+        let old = analysis();
+        let mut new = analysis();
+        new.chunks[1].content = "edited".into();
+        new.chunks.remove(2);
+        let p = patch(&old, &new).unwrap();
+        assert!(!p.row && !p.findings && !p.artifact);
+        assert_eq!(p.add_chunks, vec![1]);
+        let mut removed = p.remove_chunks.clone();
+        removed.sort();
+        assert_eq!(removed, vec![old.chunks[1].id, old.chunks[2].id]);
+    }
+
+    #[test]
+    fn row_findings_and_artifact_changes_are_flagged() {
+        let old = analysis();
+        let mut new = analysis();
+        new.status = "failed".into();
+        new.findings[0].confidence = 0.6;
+        new.artifact = None;
+        let p = patch(&old, &new).unwrap();
+        assert!(p.row && p.findings && p.artifact);
+        assert!(p.add_chunks.is_empty() && p.remove_chunks.is_empty());
+    }
+}
