@@ -11,13 +11,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     /// 0 for the first request the server received, and so on.
     pub n: usize,
+    /// When the server had read it.
+    pub at: Instant,
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
@@ -46,6 +48,9 @@ pub enum Reply {
     },
     /// Close the connection without answering.
     Drop,
+    /// Never answer: hold the connection until the client closes it (or a minute passes), so
+    /// that the client's timeout fires however slow the machine is.
+    Hang,
 }
 
 impl Reply {
@@ -73,8 +78,13 @@ type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
 struct State {
     dimension: usize,
     script: Box<Script>,
-    /// Pause before every answer (to make requests overlap).
+    /// Pause before every answer.
     pause: Duration,
+    /// Hold every answer but the first (the dimension probe) until this many requests have been
+    /// in flight at once, for at most [`OVERLAP_LIMIT`] in all; 0 or 1: no holding.
+    overlap: usize,
+    /// Set when the overlap was waited for in vain: no answer is held after that.
+    overlap_given_up: std::sync::atomic::AtomicBool,
     next: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -102,12 +112,34 @@ impl EmbeddingServer {
         pause: Duration,
         script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::launch(dimension, pause, 0, script)
+    }
+
+    /// Like [`EmbeddingServer::start`], holding answers until `overlap` requests have been in
+    /// flight at once: a client that sends concurrent requests is seen doing so however the
+    /// threads are scheduled (a pause would only make it likely).
+    pub fn start_overlapping(
+        dimension: usize,
+        overlap: usize,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::launch(dimension, Duration::ZERO, overlap, script)
+    }
+
+    fn launch(
+        dimension: usize,
+        pause: Duration,
+        overlap: usize,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             dimension,
             script: Box::new(script),
             pause,
+            overlap,
+            overlap_given_up: std::sync::atomic::AtomicBool::new(false),
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -199,6 +231,7 @@ fn serve(stream: TcpStream, state: &State) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let at = Instant::now();
         let n = state.next.fetch_add(1, Ordering::SeqCst);
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -213,6 +246,7 @@ fn serve(stream: TcpStream, state: &State) {
             .unwrap_or_default();
         let seen = Seen {
             n,
+            at,
             method,
             path,
             authorization,
@@ -226,6 +260,12 @@ fn serve(stream: TcpStream, state: &State) {
             Reply::error(404, &format!("no route {} {}", seen.method, seen.path))
         };
         std::thread::sleep(state.pause);
+        if n > 0 {
+            hold_until_overlap(state);
+        }
+        // The request stops counting as in flight before its answer goes out: the client may send
+        // its next request as soon as it has the answer, and the two must not count as overlapping.
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
         let answer = match reply {
             Reply::Vectors => Some(vectors(state.dimension, &seen.inputs, None)),
             Reply::VectorsAfter(pause) => {
@@ -240,6 +280,12 @@ fn serve(stream: TcpStream, state: &State) {
                 body,
             } => Some((status, headers, body)),
             Reply::Drop => None,
+            Reply::Hang => {
+                // Wait for the client to give up and close (a read returns 0 or fails).
+                let _ = writer.set_read_timeout(Some(Duration::from_secs(60)));
+                let _ = reader.read(&mut [0; 1]);
+                None
+            }
         };
         let ok = match answer {
             Some((status, headers, body)) => {
@@ -259,11 +305,27 @@ fn serve(stream: TcpStream, state: &State) {
             }
             None => false,
         };
-        state.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !ok {
             let _ = writer.shutdown(std::net::Shutdown::Both);
             return;
         }
+    }
+}
+
+/// Longest an overlapping server holds answers, in all.
+const OVERLAP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Holds the current answer until `state.overlap` requests have been in flight at once.
+fn hold_until_overlap(state: &State) {
+    let deadline = Instant::now() + OVERLAP_LIMIT;
+    while state.max_in_flight.load(Ordering::SeqCst) < state.overlap
+        && !state.overlap_given_up.load(Ordering::SeqCst)
+    {
+        if Instant::now() > deadline {
+            state.overlap_given_up.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
