@@ -2,6 +2,9 @@
 //! serving real vectors (computed with `HashEmbedder`) and, on script, every failure mode a
 //! remote embedding service has: slow answers, 429 with Retry-After, 5xx, dropped connections,
 //! malformed bodies, wrong counts and dimensions, refused keys, unknown models.
+//!
+//! Over 600 lines on purpose: one short, self-contained scenario per failure mode of one client,
+//! sharing the helpers at the top; split by failure mode they would only scatter those helpers.
 
 use crate::common::embedding_server::{self, EmbeddingServer, Reply};
 use crate::common::{sample, Workspace};
