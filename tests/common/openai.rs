@@ -23,6 +23,7 @@ pub fn settings(server: &EmbeddingServer) -> EmbedderSettings {
     }
 }
 
+/// The `openai:MODEL` embedder on `settings`; fails the test if it cannot connect.
 pub fn connect(model: &str, settings: &EmbedderSettings) -> Box<dyn Embedder> {
     match from_spec(&format!("openai:{model}"), settings) {
         Ok(e) => e,
@@ -46,6 +47,7 @@ pub fn embed_error(embedder: &dyn Embedder, texts: &[&str]) -> String {
     }
 }
 
+/// `e` as shown to users, after checking that neither it nor its `Debug` form holds the key.
 pub fn no_key(e: impl std::error::Error) -> String {
     let shown = e.to_string();
     assert!(!shown.contains(KEY), "the key is in the message: {shown}");
@@ -56,12 +58,14 @@ pub fn no_key(e: impl std::error::Error) -> String {
     shown
 }
 
+/// `n` distinct chunk-like texts.
 pub fn texts(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("chunk {i} about topic {} and more words {}", i % 13, i * 7))
         .collect()
 }
 
+/// `texts` as the `&str`s `Embedder::embed` takes.
 pub fn refs(texts: &[String]) -> Vec<&str> {
     texts.iter().map(String::as_str).collect()
 }
@@ -91,6 +95,7 @@ pub fn goldset(ws: &Workspace, server: &EmbeddingServer, key: &str, args: &[&str
     command.output().expect("goldset runs")
 }
 
+/// stdout of a goldset run that must have succeeded.
 pub fn succeeded(out: &Output) -> String {
     assert!(
         out.status.success(),
