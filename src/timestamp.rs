@@ -144,6 +144,26 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC without an offset: how SQLAlchemy keeps a naive
+    /// datetime in a text column (and what an application reading such a column expects).
+    pub fn naive_utc_text(self) -> String {
+        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000) else {
+            return self.to_string();
+        };
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        )
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with `Z`; microseconds as six digits, or none when they are zero.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -176,6 +196,13 @@ impl Serialize for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn naive_text_reads_back_as_the_same_instant() {
+        let t = Timestamp::parse("2025-01-14T09:26:53.5+02:00").unwrap();
+        assert_eq!(t.naive_utc_text(), "2025-01-14 07:26:53.500000");
+        assert_eq!(Timestamp::parse(&t.naive_utc_text()).unwrap(), t);
+    }
 
     #[test]
     fn the_file_range_is_years_1_to_9999() {

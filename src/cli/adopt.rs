@@ -29,7 +29,8 @@ pub fn run(ctx: &Context, args: &AdoptArgs) -> Result<i32, OpError> {
             .clone()
             .unwrap_or_else(|| config::DEFAULT_CONFIG_FILE.into());
         write_mapping(&path, &text, args.force)?;
-        ctx.out.adopt(&store.location(), &proposal, None, Some(&path));
+        ctx.out
+            .adopt(&store.location(), &proposal, None, Some(&path));
     } else {
         let shown = (ctx.global.format == Format::Text).then_some(text.as_str());
         ctx.out.adopt(&store.location(), &proposal, shown, None);

@@ -19,6 +19,10 @@ pub struct RestoreArgs {
     /// Make the database hold exactly the file's content (delete and load commit together).
     #[arg(long)]
     replace: bool,
+    /// With --replace on an application's tables: go ahead even when rows of its other tables
+    /// reference rows the restore deletes (their ON DELETE CASCADE / SET NULL then applies).
+    #[arg(long, requires = "replace")]
+    allow_cascade: bool,
     /// For an additive restore, what to do with ids that already exist.
     #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
     on_conflict: ConflictArg,
@@ -68,6 +72,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
         url_policy: args.urls.policy(),
         batch_chunks: args.batch_chunks,
         use_cache: args.cache.use_cache(),
+        allow_cascade: args.allow_cascade,
     };
     let create = if args.dry_run {
         Create::No

@@ -32,7 +32,13 @@ const ID: &[&str] = &["id", "uuid", "pk"];
 const URL: &[&str] = &["url", "source_url", "uri", "link", "source"];
 const CONTENT_TYPE: &[&str] = &["content_type", "kind", "type", "doc_type", "document_type"];
 const STATUS: &[&str] = &["status", "state"];
-const CREATED_AT: &[&str] = &["created_at", "ingested_at", "inserted_at", "created", "timestamp"];
+const CREATED_AT: &[&str] = &[
+    "created_at",
+    "ingested_at",
+    "inserted_at",
+    "created",
+    "timestamp",
+];
 const CHUNK_INDEX: &[&str] = &["chunk_index", "ordinal", "position", "idx", "index", "seq"];
 const CONTENT: &[&str] = &["content", "body", "text", "chunk_text"];
 const SECTION_TITLE: &[&str] = &["section_title", "heading", "title"];
@@ -42,15 +48,28 @@ const EMBEDDING_MODEL: &[&str] = &["embedding_model", "model"];
 const SUMMARY: &[&str] = &["summary", "text", "body"];
 const KEY_FINDINGS: &[&str] = &["key_findings", "highlights", "findings"];
 const METADATA: &[&str] = &["metadata", "details", "meta", "extra"];
-const POSITION: &[&str] = &["position", "ordinal", "idx", "index", "finding_index", "seq"];
+const POSITION: &[&str] = &[
+    "position",
+    "ordinal",
+    "idx",
+    "index",
+    "finding_index",
+    "seq",
+];
 const AGENT: &[&str] = &["agent", "agent_name"];
 const CATEGORY: &[&str] = &["category", "kind", "type"];
 const CONFIDENCE: &[&str] = &["confidence", "score"];
 
 /// goldset's status words and the application words that usually mean the same.
 const STATUS_WORDS: &[(&str, &[&str])] = &[
-    ("completed", &["completed", "complete", "done", "finished", "success"]),
-    ("in_progress", &["in_progress", "running", "processing", "active"]),
+    (
+        "completed",
+        &["completed", "complete", "done", "finished", "success"],
+    ),
+    (
+        "in_progress",
+        &["in_progress", "running", "processing", "active"],
+    ),
     ("pending", &["pending", "queued", "new", "waiting"]),
     ("failed", &["failed", "error", "errored"]),
 ];
@@ -74,7 +93,13 @@ struct Matcher<'a> {
 }
 
 impl Matcher<'_> {
-    fn find(&mut self, table: &Table, field: &str, names: &[&str], taken: &[&str]) -> Option<String> {
+    fn find(
+        &mut self,
+        table: &Table,
+        field: &str,
+        names: &[&str],
+        taken: &[&str],
+    ) -> Option<String> {
         let found = names.iter().find_map(|n| {
             table
                 .columns
@@ -103,7 +128,11 @@ impl Matcher<'_> {
 }
 
 /// The single table among `candidates`, or a problem saying why there is none or several.
-fn one<'c>(role: &str, candidates: Vec<&'c Table>, problems: &mut Vec<String>) -> Option<&'c Table> {
+fn one<'c>(
+    role: &str,
+    candidates: Vec<&'c Table>,
+    problems: &mut Vec<String>,
+) -> Option<&'c Table> {
     match candidates.as_slice() {
         [only] => Some(only),
         [] => {
@@ -155,7 +184,11 @@ pub fn propose(catalog: &Catalog) -> Proposal {
     }
 }
 
-fn find_layout(catalog: &Catalog, problems: &mut Vec<String>, notes: &mut Vec<String>) -> Option<Layout> {
+fn find_layout(
+    catalog: &Catalog,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<Layout> {
     // Chunks: a table with an embedding column and a foreign key to another table.
     let chunk_candidates: Vec<&Table> = catalog
         .tables
@@ -179,7 +212,9 @@ fn find_layout(catalog: &Catalog, problems: &mut Vec<String>, notes: &mut Vec<St
         catalog
             .foreign_keys
             .iter()
-            .find(|k| k.from_table == child.name && catalog.table(&k.to_table) == Some(analyses_table))
+            .find(|k| {
+                k.from_table == child.name && catalog.table(&k.to_table) == Some(analyses_table)
+            })
             .and_then(|k| k.from_columns.first().cloned())
     };
     let children: Vec<&Table> = catalog
@@ -202,8 +237,11 @@ fn find_layout(catalog: &Catalog, problems: &mut Vec<String>, notes: &mut Vec<St
     let mut m = Matcher { problems };
     let a = analyses_table;
     let a_id = primary_key(a, &mut m)?;
-    let findings_column = Matcher::optional(a, &["findings"], &[])
-        .filter(|f| a.column(f).is_some_and(|c| is_json_type(&c.sql_type) || c.sql_type == "json" || c.sql_type.starts_with("text")));
+    let findings_column = Matcher::optional(a, &["findings"], &[]).filter(|f| {
+        a.column(f).is_some_and(|c| {
+            is_json_type(&c.sql_type) || c.sql_type == "json" || c.sql_type.starts_with("text")
+        })
+    });
     let findings_table = if findings_column.is_some() {
         None
     } else {
@@ -278,7 +316,10 @@ fn find_layout(catalog: &Catalog, problems: &mut Vec<String>, notes: &mut Vec<St
         t if t.contains("32") => IdEncoding::Hex32,
         _ => IdEncoding::Text,
     };
-    let time_type = a.column(&created_at).map(|c| c.sql_type.as_str()).unwrap_or("");
+    let time_type = a
+        .column(&created_at)
+        .map(|c| c.sql_type.as_str())
+        .unwrap_or("");
     let timestamps = match time_type {
         "timestamp with time zone" => TimeEncoding::Timestamptz,
         "timestamp without time zone" => TimeEncoding::Timestamp,
@@ -291,7 +332,10 @@ fn find_layout(catalog: &Catalog, problems: &mut Vec<String>, notes: &mut Vec<St
             a.name
         ));
     }
-    let embedding_type = c.column(&embedding).map(|c| c.sql_type.as_str()).unwrap_or("");
+    let embedding_type = c
+        .column(&embedding)
+        .map(|c| c.sql_type.as_str())
+        .unwrap_or("");
     let embedding_encoding = match embedding_type {
         t if t.starts_with("vector") => EmbeddingEncoding::Vector,
         "real[]" => EmbeddingEncoding::RealArray,
@@ -389,7 +433,9 @@ fn restore_notes(catalog: &Catalog, l: &Layout) -> Vec<String> {
         }
     }
     for (table, columns) in &mapped {
-        let Some(t) = catalog.table(table) else { continue };
+        let Some(t) = catalog.table(table) else {
+            continue;
+        };
         for c in &t.columns {
             if c.not_null && !c.has_default && !columns.contains(&c.name.as_str()) {
                 notes.push(format!(

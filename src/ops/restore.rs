@@ -56,6 +56,10 @@ pub struct RestoreOptions {
     /// Take vectors from the embedding cache where it has them (`--no-cache`: false; fresh
     /// vectors are cached either way).
     pub use_cache: bool,
+    /// With `replace`: go ahead when rows of an application's other tables reference rows the
+    /// restore deletes (their foreign keys then cascade or set null, as the application
+    /// declared). Without it, such a restore is refused before anything changes.
+    pub allow_cascade: bool,
 }
 
 /// What a restore did (or, with `dry_run`, would do).
@@ -118,6 +122,7 @@ pub fn restore(
 
     let mut tx = store.begin()?;
     let removed = if options.replace {
+        refuse_dependents(&mut *tx, options.allow_cascade)?;
         let before = tx.inventory()?;
         tx.delete_all()?;
         Some(before)
@@ -247,6 +252,42 @@ pub fn restore(
         dry_run: options.dry_run,
         elapsed: started.elapsed(),
     })
+}
+
+/// Refuses a `--replace` whose deletes would reach rows outside the dataset (an application's
+/// table with a foreign key onto a mapped one), naming them, unless `allow` — and always when the
+/// application's key forbids the delete.
+fn refuse_dependents(tx: &mut dyn WriteTransaction, allow: bool) -> Result<(), OpError> {
+    let dependents = tx.dependents()?;
+    let describe = |d: &crate::store::Dependent| {
+        format!(
+            "{} rows of {} reference {} (ON DELETE {})",
+            d.rows,
+            d.table,
+            d.references,
+            d.on_delete.to_uppercase()
+        )
+    };
+    let blocked: Vec<String> = dependents
+        .iter()
+        .filter(|d| matches!(d.on_delete.as_str(), "restrict" | "no action"))
+        .map(describe)
+        .collect();
+    if !blocked.is_empty() {
+        return Err(OpError::Refused(format!(
+            "restore --replace cannot delete the dataset's rows: {}; nothing was changed",
+            blocked.join("; ")
+        )));
+    }
+    if !allow && !dependents.is_empty() {
+        let all: Vec<String> = dependents.iter().map(describe).collect();
+        return Err(OpError::Refused(format!(
+            "restore --replace would delete or change rows outside the golden dataset: {}; \
+             nothing was changed (pass --allow-cascade to go ahead)",
+            all.join("; ")
+        )));
+    }
+    Ok(())
 }
 
 /// One model per database: an additive restore with another model than the one that embedded

@@ -22,6 +22,17 @@ pub enum IdEncoding {
     Hex32,
 }
 
+impl IdEncoding {
+    /// The text of `id` as a column of this encoding holds it (a `uuid` column takes the
+    /// hyphenated form too).
+    pub fn text(self, id: &uuid::Uuid) -> String {
+        match self {
+            IdEncoding::Hex32 => id.simple().to_string(),
+            _ => id.hyphenated().to_string(),
+        }
+    }
+}
+
 /// How a time column holds an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

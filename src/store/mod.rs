@@ -306,8 +306,28 @@ pub trait ReadSnapshot {
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
 }
 
+/// Rows of a table outside the dataset that reference rows of a mapped table: what deleting
+/// those would do to them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dependent {
+    /// The referencing table.
+    pub table: String,
+    /// The mapped table it references.
+    pub references: String,
+    /// `cascade` (the rows would be deleted too), `set null`, `set default`, or `restrict` /
+    /// `no action` (the delete would fail).
+    pub on_delete: String,
+    /// How many of its rows reference mapped rows.
+    pub rows: u64,
+}
+
 /// A write transaction: nothing it does is visible, or kept, until it commits.
 pub trait WriteTransaction {
+    /// Rows outside the dataset that reference rows [`WriteTransaction::delete_all`] would
+    /// delete (an application's own tables; never any for goldset's own schema).
+    fn dependents(&mut self) -> Result<Vec<Dependent>> {
+        Ok(Vec::new())
+    }
     /// What the database holds now (inside the transaction).
     fn inventory(&mut self) -> Result<Inventory>;
     /// Deletes every analysis, chunk and artifact (PostgreSQL then loads in bulk: indexes and

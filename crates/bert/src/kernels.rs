@@ -125,7 +125,10 @@ pub enum Act {
 
 /// Runs `kernel` on blocks of whole rows of `width` values, in parallel.
 fn for_rows(x: &mut [f32], width: usize, kernel: impl Fn(&mut [f32], usize) + Sync) {
-    assert!(width > 0 && x.len() % width == 0, "rows of {width} values");
+    assert!(
+        width > 0 && x.len().is_multiple_of(width),
+        "rows of {width} values"
+    );
     x.par_chunks_mut(width * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, rows)| kernel(rows, task * ROWS_PER_TASK));

@@ -120,9 +120,15 @@ impl PostgresStore {
         catalog.check(&self.layout)
     }
 
-    /// The catalog, without goldset's own bookkeeping schema.
+    /// The catalog, without goldset's bookkeeping schema beside an application's tables.
     pub(super) fn catalog(&mut self) -> Result<Catalog> {
-        read(&mut self.client, &self.names.schema.clone())
+        let bookkeeping = self
+            .layout
+            .goldset_schema
+            .clone()
+            .filter(|_| !self.layout.owned)
+            .unwrap_or_else(|| super::BOOKKEEPING_SCHEMA.to_owned());
+        read(&mut self.client, &bookkeeping)
     }
 }
 
@@ -133,7 +139,9 @@ mod tests {
     #[test]
     fn check_constraint_literals() {
         assert_eq!(
-            quoted_literals("CHECK ((state = ANY (ARRAY['queued'::text, 'it''s'::text, 'done'::text])))"),
+            quoted_literals(
+                "CHECK ((state = ANY (ARRAY['queued'::text, 'it''s'::text, 'done'::text])))"
+            ),
             vec!["queued", "it's", "done"]
         );
         assert!(quoted_literals("CHECK ((score >= 0))").is_empty());

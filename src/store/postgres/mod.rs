@@ -13,6 +13,7 @@
 //!   the libpq variables `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`,
 //!   `PGAPPNAME` for what the URL leaves out. The password never appears in a message.
 
+mod adopted;
 mod bulk;
 mod catalog;
 mod connect;
@@ -38,6 +39,9 @@ use super::{
 use connect::quote;
 use postgres::{Client, Config, IsolationLevel};
 use std::path::Path;
+
+/// Where goldset keeps its bookkeeping beside an application's tables, unless the mapping says.
+const BOOKKEEPING_SCHEMA: &str = "goldset";
 
 /// A golden dataset in a PostgreSQL schema.
 pub struct PostgresStore {
@@ -106,7 +110,10 @@ impl PostgresStore {
                 Layout::own(Some(&options.schema)),
             ),
             Some(mapping) => {
-                let own = mapping.goldset_schema.as_deref().unwrap_or("goldset");
+                let own = mapping
+                    .goldset_schema
+                    .as_deref()
+                    .unwrap_or(BOOKKEEPING_SCHEMA);
                 connect::valid_schema(own)?;
                 (
                     format!("{} (mapped tables)", redact_url(url)),
@@ -215,9 +222,17 @@ impl Store for PostgresStore {
 
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
         if !self.layout.owned {
-            return Err(StoreError::Refused(
-                "writing into an application's tables is not supported yet: backup, verify, diff and status work on them".into(),
-            ));
+            let catalog = self.catalog()?;
+            self.acquire_restore_lock()?;
+            return match adopted::AdoptedWrite::begin(
+                &mut self.client,
+                &self.names,
+                &self.layout,
+                catalog,
+            ) {
+                Ok(tx) => Ok(Box::new(tx)),
+                Err(e) => Err(e),
+            };
         }
         self.acquire_restore_lock()?;
         if let Err(e) = self.client.batch_execute("BEGIN") {

@@ -69,7 +69,7 @@ impl Reading<'_> {
     }
 
     /// The number of values in chunk `c`'s embedding.
-    fn dimension(&self) -> String {
+    pub(super) fn dimension(&self) -> String {
         let e = format!("c.{}", q(&self.layout.chunks.embedding));
         match self.layout.embedding {
             EmbeddingEncoding::Vector => format!("vector_dims({e})"),

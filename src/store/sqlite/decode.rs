@@ -168,7 +168,10 @@ pub(super) fn finding(row: &Row, table: &str) -> Result<(String, Finding)> {
             category: r.required(2)?,
             content: r.required(3)?,
             confidence: r.required(4)?,
-            metadata: r.optional_json(5)?,
+            // `{}` and NULL both mean "no metadata" in a findings table (see the mapping docs).
+            metadata: r
+                .optional_json::<Map<String, Value>>(5)?
+                .filter(|m| !m.is_empty()),
         },
     ))
 }

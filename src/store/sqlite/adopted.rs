@@ -1,0 +1,560 @@
+//! Writing into an application's tables in an SQLite file: row-level statements in one
+//! `BEGIN IMMEDIATE` transaction, no change to its tables, pragmas or journal mode. Values are
+//! stored the way the mapping says the application keeps them (32-hex ids, SQLAlchemy's naive
+//! UTC text times, JSON text, little-endian `f32` BLOBs or JSON arrays). goldset's bookkeeping —
+//! the model of each embedding and the embedding cache — lives in two tables of its own in the
+//! same file (`goldset_*`), created by the first writing command.
+
+use super::super::catalog::Catalog;
+use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
+use super::super::{
+    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, Dependent,
+    EmbeddingModel, Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
+};
+use super::read::{embedding_models, inventory, used_cache_keys, Reading};
+use super::{ADOPTED_CACHE, MODEL_TABLE};
+use crate::model::Analysis;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use uuid::Uuid;
+
+/// A write transaction on an application's tables.
+pub(super) struct AdoptedWrite<'c> {
+    tx: Transaction<'c>,
+    layout: &'c Layout,
+    catalog: Catalog,
+}
+
+/// `INSERT INTO table (columns) VALUES (?1, …)`, quoted.
+fn insert_sql(table: &str, columns: &[&str]) -> String {
+    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let columns: Vec<String> = columns.iter().map(|c| q(c)).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        q(table),
+        columns.join(", "),
+        marks.join(", ")
+    )
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Value {
+    Value::Text(serde_json::to_string(value).expect("JSON values serialize"))
+}
+
+impl<'c> AdoptedWrite<'c> {
+    /// Begins: the transaction, goldset's bookkeeping tables, the checks of the mapping's
+    /// required columns.
+    pub(super) fn begin(tx: Transaction<'c>, layout: &'c Layout, catalog: Catalog) -> Result<Self> {
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {MODEL_TABLE} (
+                 chunk_id       TEXT PRIMARY KEY NOT NULL,
+                 model          TEXT NOT NULL,
+                 content_sha256 BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS {ADOPTED_CACHE} (
+                 model          TEXT NOT NULL,
+                 content_sha256 BLOB NOT NULL,
+                 embedding      BLOB NOT NULL,
+                 UNIQUE (model, content_sha256)
+             );"
+        ))?;
+        let w = AdoptedWrite {
+            tx,
+            layout,
+            catalog,
+        };
+        w.check_required_columns()?;
+        Ok(w)
+    }
+
+    /// A NOT NULL column without a default outside the mapping (and not filled) would fail the
+    /// first insert: say which before anything is written.
+    fn check_required_columns(&self) -> Result<()> {
+        let mut missing = Vec::new();
+        for (table, columns) in self.layout.tables() {
+            let Some(t) = self.catalog.table(table) else {
+                continue;
+            };
+            let filled = self.layout.fill.get(table);
+            for c in &t.columns {
+                if c.not_null
+                    && !c.has_default
+                    && !c.primary_key
+                    && !columns.contains(&c.name.as_str())
+                    && !filled.is_some_and(|f| f.contains_key(&c.name))
+                {
+                    missing.push(format!("{}.{}", t.name, c.name));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Refused(format!(
+            "{} NOT NULL with no default and not in the mapping: give a value in [mapping.fill.\"TABLE\"] (nothing was changed)",
+            missing.join(", ")
+        )))
+    }
+
+    fn reading(&self) -> Reading<'c> {
+        Reading {
+            layout: self.layout,
+            cache: ADOPTED_CACHE,
+            model_table: Some(MODEL_TABLE),
+        }
+    }
+
+    fn id(&self, id: &Uuid) -> Value {
+        Value::Text(self.layout.ids.text(id))
+    }
+
+    fn vector(&self, v: &[f32]) -> Value {
+        match self.layout.embedding {
+            EmbeddingEncoding::Json => Value::Text(format!(
+                "[{}]",
+                v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")
+            )),
+            _ => Value::Blob(vector_to_blob(v)),
+        }
+    }
+
+    /// Inserts one row: `columns` and `values`, plus the mapping's fill for the table.
+    fn insert_row(&self, table: &str, columns: &[&str], mut values: Vec<Value>) -> Result<()> {
+        let mut columns = columns.to_vec();
+        if let Some(fill) = self.layout.fill.get(table) {
+            for (column, value) in fill {
+                columns.push(column);
+                values.push(Value::Text(value.clone()));
+            }
+        }
+        self.tx
+            .prepare_cached(&insert_sql(table, &columns))?
+            .execute(params_from_iter(values))?;
+        Ok(())
+    }
+
+    /// Deletes the rows of `table` whose `column` is `id` (every row with `None`).
+    fn delete_where(&self, table: &str, column: &str, id: Option<&Value>) -> Result<()> {
+        match id {
+            None => self.tx.execute(&format!("DELETE FROM {}", q(table)), [])?,
+            Some(id) => self
+                .tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {} WHERE {} = ?1",
+                    q(table),
+                    q(column)
+                ))?
+                .execute([id])?,
+        };
+        Ok(())
+    }
+
+    /// Records that `model` embedded the chunk `id` (stored text).
+    fn record_model(&self, model: &str, id: &Value) -> Result<()> {
+        let c = &self.layout.chunks;
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {MODEL_TABLE} (chunk_id, model, content_sha256)
+                 SELECT {id}, ?2, goldset_sha256({content}) FROM {table} WHERE {id} = ?1",
+                id = q(&c.id),
+                content = q(&c.content),
+                table = q(&c.table)
+            ))?
+            .execute(params![id, model])?;
+        Ok(())
+    }
+
+    fn insert_analysis(&self, a: &Analysis, embeddings: Option<(&str, &[Vec<f32>])>) -> Result<()> {
+        let l = self.layout;
+        let id = self.id(&a.id);
+        let t = &l.analyses;
+        let mut columns = vec![
+            t.id.as_str(),
+            &t.url,
+            &t.content_type,
+            &t.status,
+            &t.created_at,
+        ];
+        let mut values = vec![
+            id.clone(),
+            Value::Text(a.url.clone()),
+            Value::Text(a.content_type.clone()),
+            Value::Text(l.status_to_store(&a.status).to_owned()),
+            match l.timestamps {
+                TimeEncoding::Micros => Value::Integer(a.created_at.unix_micros()),
+                _ => Value::Text(a.created_at.naive_utc_text()),
+            },
+        ];
+        if let Some(column) = &t.findings {
+            columns.push(column);
+            values.push(json_text(&a.findings));
+        }
+        self.insert_row(&t.table, &columns, values)?;
+        if let Some(f) = &l.findings {
+            for (i, finding) in a.findings.iter().enumerate() {
+                let mut columns = vec![
+                    f.analysis_id.as_str(),
+                    &f.position,
+                    &f.agent,
+                    &f.category,
+                    &f.content,
+                    &f.confidence,
+                ];
+                let mut values = vec![
+                    id.clone(),
+                    Value::Integer(i as i64),
+                    Value::Text(finding.agent.clone()),
+                    Value::Text(finding.category.clone()),
+                    Value::Text(finding.content.clone()),
+                    Value::Real(finding.confidence),
+                ];
+                if let Some(column) = &f.metadata {
+                    columns.push(column);
+                    // A row holds `{}` for "no metadata" (the column may be NOT NULL).
+                    values.push(match &finding.metadata {
+                        Some(m) => json_text(m),
+                        None => Value::Text("{}".into()),
+                    });
+                }
+                self.insert_row(&f.table, &columns, values)?;
+            }
+        }
+        let c = &l.chunks;
+        for (i, chunk) in a.chunks.iter().enumerate() {
+            let chunk_id = self.id(&chunk.id);
+            let mut columns = vec![
+                c.id.as_str(),
+                &c.analysis_id,
+                &c.chunk_index,
+                &c.content,
+                &c.content_type,
+                &c.embedding,
+            ];
+            let mut values = vec![
+                chunk_id.clone(),
+                id.clone(),
+                Value::Integer(chunk.chunk_index),
+                Value::Text(chunk.content.clone()),
+                Value::Text(chunk.content_type.clone()),
+                match embeddings {
+                    Some((_, vectors)) => self.vector(&vectors[i]),
+                    None => Value::Null,
+                },
+            ];
+            for (column, value) in [
+                (&c.section_title, &chunk.section_title),
+                (&c.section_path, &chunk.section_path),
+            ] {
+                if let Some(column) = column {
+                    columns.push(column);
+                    values.push(value.clone().map_or(Value::Null, Value::Text));
+                }
+            }
+            if let Some(column) = &c.embedding_model {
+                columns.push(column);
+                values.push(embeddings.map_or(Value::Null, |(m, _)| Value::Text(m.to_owned())));
+            }
+            self.insert_row(&c.table, &columns, values)?;
+            if let Some((model, _)) = embeddings {
+                self.record_model(model, &chunk_id)?;
+            }
+        }
+        if let (Some(r), Some(artifact)) = (&l.artifacts, &a.artifact) {
+            self.insert_row(
+                &r.table,
+                &[
+                    r.id.as_str(),
+                    &r.analysis_id,
+                    &r.summary,
+                    &r.key_findings,
+                    &r.metadata,
+                ],
+                vec![
+                    self.id(&artifact.id),
+                    id,
+                    artifact.summary.clone().map_or(Value::Null, Value::Text),
+                    json_text(&artifact.key_findings),
+                    json_text(&artifact.metadata),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl WriteTransaction for AdoptedWrite<'_> {
+    fn dependents(&mut self) -> Result<Vec<Dependent>> {
+        let mapped: Vec<&str> = self.layout.tables().iter().map(|(t, _)| *t).collect();
+        let mut found = Vec::new();
+        for key in &self.catalog.foreign_keys {
+            if !mapped.contains(&key.to_table.as_str()) || mapped.contains(&key.from_table.as_str())
+            {
+                continue;
+            }
+            let condition: Vec<String> = key
+                .from_columns
+                .iter()
+                .map(|c| format!("{} IS NOT NULL", q(c)))
+                .collect();
+            let rows: i64 = self.tx.query_row(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE {}",
+                    q(&key.from_table),
+                    condition.join(" AND ")
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            if rows > 0 {
+                found.push(Dependent {
+                    table: key.from_table.clone(),
+                    references: key.to_table.clone(),
+                    on_delete: key.on_delete.clone(),
+                    rows: rows as u64,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    fn inventory(&mut self) -> Result<Inventory> {
+        inventory(&self.tx, self.reading())
+    }
+
+    fn delete_all(&mut self) -> Result<()> {
+        let l = self.layout;
+        if let Some(f) = &l.findings {
+            self.delete_where(&f.table, &f.analysis_id, None)?;
+        }
+        self.delete_where(&l.chunks.table, &l.chunks.id, None)?;
+        if let Some(r) = &l.artifacts {
+            self.delete_where(&r.table, &r.id, None)?;
+        }
+        self.delete_where(&l.analyses.table, &l.analyses.id, None)?;
+        self.tx.execute(&format!("DELETE FROM {MODEL_TABLE}"), [])?;
+        Ok(())
+    }
+
+    fn load_in_bulk_if_empty(&mut self) -> Result<bool> {
+        Ok(self.inventory()? == Inventory::default())
+    }
+
+    fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
+        let l = self.layout;
+        let mut found = Vec::new();
+        let mut look =
+            |table: &str, id_column: &str, owner_column: &str, kind, id: &Uuid| -> Result<()> {
+                let owner: Option<String> = self
+                    .tx
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM {} WHERE {} = ?1",
+                        q(owner_column),
+                        q(table),
+                        q(id_column)
+                    ))?
+                    .query_row([l.ids.text(id)], |r| r.get(0))
+                    .optional()?;
+                if let Some(owner) = owner {
+                    found.push(Existing {
+                        kind,
+                        id: *id,
+                        owner: Uuid::try_parse(owner.trim())
+                            .map_err(|e| StoreError::Corrupt(format!("id {owner:?}: {e}")))?,
+                    });
+                }
+                Ok(())
+            };
+        for a in analyses {
+            let t = &l.analyses;
+            look(&t.table, &t.id, &t.id, RecordKind::Analysis, &a.id)?;
+            for chunk in &a.chunks {
+                let c = &l.chunks;
+                look(
+                    &c.table,
+                    &c.id,
+                    &c.analysis_id,
+                    RecordKind::Chunk,
+                    &chunk.id,
+                )?;
+            }
+            if let (Some(r), Some(artifact)) = (&l.artifacts, &a.artifact) {
+                look(
+                    &r.table,
+                    &r.id,
+                    &r.analysis_id,
+                    RecordKind::Artifact,
+                    &artifact.id,
+                )?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()> {
+        let l = self.layout;
+        for id in ids {
+            let id = self.id(id);
+            if let Some(f) = &l.findings {
+                self.delete_where(&f.table, &f.analysis_id, Some(&id))?;
+            }
+            let c = &l.chunks;
+            self.tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {MODEL_TABLE} WHERE chunk_id IN (SELECT {} FROM {} WHERE {} = ?1)",
+                    q(&c.id),
+                    q(&c.table),
+                    q(&c.analysis_id)
+                ))?
+                .execute([&id])?;
+            self.delete_where(&c.table, &c.analysis_id, Some(&id))?;
+            if let Some(r) = &l.artifacts {
+                self.delete_where(&r.table, &r.analysis_id, Some(&id))?;
+            }
+            self.delete_where(&l.analyses.table, &l.analyses.id, Some(&id))?;
+        }
+        Ok(())
+    }
+
+    fn insert_batch(
+        &mut self,
+        analyses: &[Analysis],
+        embeddings: Option<ChunkEmbeddings<'_>>,
+    ) -> Result<()> {
+        let mut offset = 0;
+        for a in analyses {
+            let n = a.chunks.len();
+            let vectors = embeddings.map(|e| (e.model, &e.vectors[offset..offset + n]));
+            self.insert_analysis(a, vectors)?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        embedding_models(&self.tx, self.reading())
+    }
+
+    fn prepare_embeddings(&mut self, _dimension: usize) -> Result<()> {
+        // BLOBs and JSON text take any length.
+        Ok(())
+    }
+
+    fn cached_embeddings(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        digests: &[ContentDigest],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT embedding FROM {ADOPTED_CACHE} WHERE model = ?1 AND content_sha256 = ?2"
+        ))?;
+        digests
+            .iter()
+            .map(|d| {
+                let blob: Option<Vec<u8>> = stmt
+                    .query_row(params![model, &d[..]], |r| r.get(0))
+                    .optional()?;
+                Ok(blob
+                    .filter(|b| b.len() == dimension * 4)
+                    .map(|b| blob_to_vector(&b)))
+            })
+            .collect()
+    }
+
+    fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {ADOPTED_CACHE} (model, content_sha256, embedding) VALUES (?1, ?2, ?3)"
+        ))?;
+        for (digest, vector) in entries {
+            stmt.execute(params![model, &digest[..], vector_to_blob(vector)])?;
+        }
+        Ok(())
+    }
+
+    fn chunks_needing_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ChunkText>> {
+        let l = self.layout;
+        let c = &l.chunks;
+        let dims = match l.embedding {
+            EmbeddingEncoding::Json => format!("json_array_length(c.{})", q(&c.embedding)),
+            _ => format!("length(c.{}) / 4", q(&c.embedding)),
+        };
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT c.{id}, c.{content} FROM {table} c LEFT JOIN {MODEL_TABLE} e ON e.chunk_id = c.{id}
+              WHERE c.{id} > ?1 AND (c.{emb} IS NULL OR e.model IS NOT ?2 OR {dims} <> ?3)
+              ORDER BY c.{id} LIMIT ?4",
+            id = q(&c.id),
+            content = q(&c.content),
+            table = q(&c.table),
+            emb = q(&c.embedding),
+        ))?;
+        let after = after.map(|u| l.ids.text(&u)).unwrap_or_default();
+        let mut rows = stmt.query(params![after, model, dimension as i64, limit as i64])?;
+        let mut chunks = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            chunks.push(ChunkText {
+                id: Uuid::try_parse(id.trim())
+                    .map_err(|e| StoreError::Corrupt(format!("chunk id {id:?}: {e}")))?,
+                content: row.get(1)?,
+            });
+        }
+        Ok(chunks)
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+        let c = &self.layout.chunks;
+        let model_set = match &c.embedding_model {
+            Some(column) => format!(", {} = ?3", q(column)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "UPDATE {} SET {} = ?1{model_set} WHERE {} = ?2",
+            q(&c.table),
+            q(&c.embedding),
+            q(&c.id)
+        );
+        for (id, vector) in updates {
+            let id = self.id(id);
+            let mut stmt = self.tx.prepare_cached(&sql)?;
+            if c.embedding_model.is_some() {
+                stmt.execute(params![self.vector(vector), id, model])?;
+            } else {
+                stmt.execute(params![self.vector(vector), id])?;
+            }
+            self.record_model(model, &id)?;
+        }
+        Ok(())
+    }
+
+    fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {
+        let condition = if everything {
+            String::new()
+        } else {
+            format!(
+                "WHERE (model, content_sha256) NOT IN ({})",
+                used_cache_keys(self.reading())
+            )
+        };
+        let (entries, bytes): (i64, i64) = self.tx.query_row(
+            &format!(
+                "SELECT count(*), coalesce(sum(length(embedding)), 0) FROM {ADOPTED_CACHE} {condition}"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.tx
+            .execute(&format!("DELETE FROM {ADOPTED_CACHE} {condition}"), [])?;
+        Ok((entries as u64, bytes as u64))
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
