@@ -1,9 +1,7 @@
 //! Every kind of bad backup file is refused with a message that says what and where, a non-zero
 //! exit, no panic, and a database left exactly as it was — even with `--replace`.
 
-mod common;
-
-use common::{backends, sample, stderr, Workspace};
+use crate::common::{sample, stderr, Workspace};
 use serde_json::Value;
 
 fn sample_text() -> String {
@@ -169,10 +167,8 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     ]
 }
 
-#[test]
-fn bad_files_are_refused_and_change_nothing() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn bad_files_are_refused_and_change_nothing(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         ws.ok(&[
@@ -181,7 +177,7 @@ fn bad_files_are_refused_and_change_nothing() {
             "--on-conflict",
             "skip",
             "--file",
-            common::python_fixture("python_tiny_backup.json")
+            crate::common::python_fixture("python_tiny_backup.json")
                 .to_str()
                 .unwrap(),
         ]);
@@ -216,18 +212,16 @@ fn bad_files_are_refused_and_change_nothing() {
             let out = ws.run(&["verify", "--file-only", "--file", "bad.json"]);
             assert_eq!(out.status.code(), Some(1), "{name}: verify should exit 1");
             assert!(
-                common::stdout(&out).contains(expected),
+                crate::common::stdout(&out).contains(expected),
                 "{name}: verify report:\n{}",
-                common::stdout(&out)
+                crate::common::stdout(&out)
             );
         }
     }
 }
 
-#[test]
-fn errors_name_line_and_column_and_record() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn errors_name_line_and_column_and_record(backend) {
         let ws = Workspace::on(backend);
         let doc = sample_doc();
         let id = doc["analyses"][4]["chunks"][2]["id"]
@@ -267,10 +261,8 @@ fn errors_name_line_and_column_and_record() {
     }
 }
 
-#[test]
-fn metadata_file_must_agree() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn metadata_file_must_agree(backend) {
         let ws = Workspace::on(backend);
         std::fs::copy(sample(), ws.path("s_backup.json")).unwrap();
         std::fs::write(
@@ -290,10 +282,8 @@ fn metadata_file_must_agree() {
     }
 }
 
-#[test]
-fn usage_and_io_errors_exit_2() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn usage_and_io_errors_exit_2(backend) {
         let ws = Workspace::on(backend);
         let out = ws.run(&["restore", "--file", "missing.json"]);
         assert_eq!(out.status.code(), Some(2));

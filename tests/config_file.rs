@@ -2,9 +2,7 @@
 //! global options that neither a flag nor the environment sets, and a wrong key is refused with
 //! its line.
 
-mod common;
-
-use common::{sample, stderr, Workspace};
+use crate::common::{sample, stderr, Workspace};
 use serde_json::Value;
 
 fn model_of(out: &std::process::Output) -> String {

@@ -4,12 +4,9 @@
 //! default embedder (the local model when the Hugging Face cache holds it, else `hash` with a
 //! notice).
 
-mod common;
-
-use common::{backends, stderr, test_model_dir, Backend, Workspace};
+use crate::common::{freeze, model_dir, pg_sessions, stderr, wait_for, Backend, Workspace};
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// A small generated dataset (2 analyses × 10 chunks): the model takes seconds, not minutes.
 fn small_dataset(ws: &Workspace) -> String {
@@ -59,11 +56,11 @@ fn local_chunks(ws: &Workspace) -> u64 {
         .sum()
 }
 
-#[test]
-fn the_cache_makes_a_repeated_restore_embed_only_what_is_new() {
-    let Some(dir) = test_model_dir() else { return };
-    let spec = format!("local:{}", dir.display());
-    for backend in backends() {
+store_test! {
+    #[needs_model]
+    fn the_cache_makes_a_repeated_restore_embed_only_what_is_new(backend) {
+        let dir = model_dir();
+        let spec = format!("local:{}", dir.display());
         let ws = Workspace::on(backend);
         let file = small_dataset(&ws);
         let restore = |extra: &[&str]| {
@@ -182,11 +179,11 @@ fn the_cache_makes_a_repeated_restore_embed_only_what_is_new() {
     }
 }
 
-#[test]
-fn reembed_switches_models_in_one_transaction_or_in_batches() {
-    let Some(dir) = test_model_dir() else { return };
-    let spec = format!("local:{}", dir.display());
-    for backend in backends() {
+store_test! {
+    #[needs_model]
+    fn reembed_switches_models_in_one_transaction_or_in_batches(backend) {
+        let dir = model_dir();
+        let spec = format!("local:{}", dir.display());
         let ws = Workspace::on(backend);
         let file = small_dataset(&ws);
         ws.ok(&["--embedder", "hash:64", "restore", "-q", "--file", &file]);
@@ -226,39 +223,54 @@ fn reembed_switches_models_in_one_transaction_or_in_batches() {
     }
 }
 
-#[test]
-fn an_interrupted_batched_reembed_keeps_its_commits_and_resumes() {
-    let Some(dir) = test_model_dir() else { return };
-    let spec = format!("local:{}", dir.display());
-    for backend in backends() {
-        let ws = Workspace::on(backend);
-        let file = small_dataset(&ws);
-        ws.ok(&["--embedder", "hash", "restore", "-q", "--file", &file]);
+store_test! {
+    #[needs_model]
+    fn an_interrupted_batched_reembed_keeps_its_commits_and_resumes(backend) {
+        let dir = model_dir();
+        let spec = format!("local:{}", dir.display());
+        // Freeze the reembed (SIGSTOP) as soon as a first batch is committed, then kill it. A
+        // frozen reembed commits nothing more, except on PostgreSQL a COMMIT it had already sent:
+        // the count is taken once its session is gone. If it finished every batch before the
+        // freeze (a machine so loaded that the poll missed nine batches), the attempt proves
+        // nothing and is repeated on a fresh workspace.
+        let mut interrupted = None;
+        for attempt in 1..=3 {
+            let ws = Workspace::on(backend);
+            let file = small_dataset(&ws);
+            ws.ok(&["--embedder", "hash", "restore", "-q", "--file", &file]);
 
-        let mut child = ws
-            .command(&["--embedder", &spec, "reembed", "-q", "--batch-commit", "2"])
-            .spawn()
-            .unwrap();
-        // Kill it as soon as a first batch is committed (the model needs ~1 s per batch).
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let committed = loop {
-            let local = local_chunks(&ws);
-            if local > 0 || Instant::now() > deadline {
-                break local;
+            let app = format!("goldset-reembed-{}", ws.schema);
+            let mut child = ws
+                .command(&["--embedder", &spec, "reembed", "-q", "--batch-commit", "2"])
+                .env("PGAPPNAME", &app)
+                .spawn()
+                .unwrap();
+            let mut committed = 0;
+            wait_for("a first reembed batch to commit", || {
+                committed = local_chunks(&ws);
+                committed > 0 || child.try_wait().unwrap().is_some()
+            });
+            freeze(&child);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            if backend == Backend::Postgres {
+                wait_for("the killed reembed's session to end", || {
+                    pg_sessions(&ws, &app, "true") == 0
+                });
             }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let committed_after_kill = local_chunks(&ws);
-        assert!(
-            committed >= 2,
-            "{backend:?}: a batch committed before the kill"
-        );
-        assert!(
-            committed_after_kill < 20,
-            "{backend:?}: killed before the end (the test needs the model to be slower than the poll)"
-        );
+            let committed_after_kill = local_chunks(&ws);
+            assert!(
+                committed >= 2,
+                "{backend:?}: a batch committed before the kill"
+            );
+            if committed_after_kill < 20 {
+                interrupted = Some((ws, file, committed_after_kill));
+                break;
+            }
+            eprintln!("attempt {attempt}: the reembed finished before it was frozen; again");
+        }
+        let (ws, file, committed_after_kill) = interrupted
+            .expect("killed before the end: three reembeds all finished before they were frozen");
         assert_eq!(committed_after_kill % 2, 0, "whole batches only");
 
         let resumed = summary(&ws.ok(&["--embedder", &spec, "--format", "json", "reembed"]));
@@ -287,9 +299,9 @@ fn install_in_hf_cache(model: &Path, hf_home: &Path, id: &str) {
 }
 
 #[test]
-fn the_default_embedder_is_the_cached_local_model_else_hash_with_a_notice() {
+fn without_a_cached_model_the_default_embedder_is_hash_with_a_notice() {
     let ws = Workspace::new();
-    let sample = common::sample();
+    let sample = crate::common::sample();
     let out = ws.run(&[
         "--format",
         "json",
@@ -310,27 +322,31 @@ fn the_default_embedder_is_the_cached_local_model_else_hash_with_a_notice() {
     let quiet = ws.run(&["-q", "verify", "--file", sample.to_str().unwrap()]);
     assert!(quiet.status.success());
     assert_eq!(stderr(&quiet), "");
+}
 
-    let Some(model) = test_model_dir() else {
-        return;
-    };
-    install_in_hf_cache(
-        &model,
-        &ws.path("hf"),
-        "sentence-transformers/all-MiniLM-L6-v2",
-    );
-    let out = ws.run(&["embed", "golden"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stderr(&out), "", "no notice when the local model is used");
-    let vector: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(vector.len(), 384);
-    let named = ws.ok(&[
-        "--embedder",
-        "local:sentence-transformers/all-MiniLM-L6-v2",
-        "embed",
-        "golden",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), named);
+model_test! {
+    /// The half of the default-embedder story that needs the model: cached, it is the default.
+    fn the_default_embedder_is_the_cached_local_model() {
+        let ws = Workspace::new();
+        let model = model_dir();
+        install_in_hf_cache(
+            &model,
+            &ws.path("hf"),
+            "sentence-transformers/all-MiniLM-L6-v2",
+        );
+        let out = ws.run(&["embed", "golden"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "", "no notice when the local model is used");
+        let vector: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(vector.len(), 384);
+        let named = ws.ok(&[
+            "--embedder",
+            "local:sentence-transformers/all-MiniLM-L6-v2",
+            "embed",
+            "golden",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), named);
+    }
 }
 
 #[test]

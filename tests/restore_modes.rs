@@ -1,19 +1,15 @@
 //! Additive restore and its conflict policies, `--replace` reporting what it removed, and
 //! `--dry-run` writing nothing.
 
-mod common;
-
-use common::{backends, python_fixture, sample, stderr, Workspace};
+use crate::common::{python_fixture, sample, stderr, Workspace};
 use serde_json::Value;
 
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap()
 }
 
-#[test]
-fn existing_ids_fail_by_default_and_are_listed() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn existing_ids_fail_by_default_and_are_listed(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         let before = ws.fingerprint();
@@ -39,7 +35,7 @@ fn existing_ids_fail_by_default_and_are_listed() {
             "--file",
             sample().to_str().unwrap(),
         ]);
-        let v = json(&common::stdout(&out));
+        let v = json(&crate::common::stdout(&out));
         assert_eq!(v["ok"], false);
         // 20 analyses + 86 chunks + 18 artifacts already exist.
         assert!(
@@ -49,10 +45,8 @@ fn existing_ids_fail_by_default_and_are_listed() {
     }
 }
 
-#[test]
-fn skip_keeps_existing_analyses_and_adds_new_ones() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn skip_keeps_existing_analyses_and_adds_new_ones(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         let tiny = python_fixture("python_tiny_backup.json");
@@ -84,10 +78,8 @@ fn skip_keeps_existing_analyses_and_adds_new_ones() {
     }
 }
 
-#[test]
-fn update_replaces_existing_analyses_with_the_files() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn update_replaces_existing_analyses_with_the_files(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         let mut doc = json(&std::fs::read_to_string(sample()).unwrap());
@@ -121,10 +113,8 @@ fn update_replaces_existing_analyses_with_the_files() {
     }
 }
 
-#[test]
-fn a_chunk_id_owned_by_another_analysis_is_always_a_conflict() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn a_chunk_id_owned_by_another_analysis_is_always_a_conflict(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         let before = ws.fingerprint();
@@ -147,10 +137,8 @@ fn a_chunk_id_owned_by_another_analysis_is_always_a_conflict() {
     }
 }
 
-#[test]
-fn replace_reports_what_it_removed_including_other_statuses() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn replace_reports_what_it_removed_including_other_statuses(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         let mut doc =
@@ -203,10 +191,8 @@ fn replace_reports_what_it_removed_including_other_statuses() {
     }
 }
 
-#[test]
-fn dry_run_on_a_new_database_creates_nothing() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn dry_run_on_a_new_database_creates_nothing(backend) {
         let ws = Workspace::on(backend);
         let out = ws.run(&["restore", "--dry-run", "--file", sample().to_str().unwrap()]);
         assert_eq!(
@@ -223,10 +209,8 @@ fn dry_run_on_a_new_database_creates_nothing() {
     }
 }
 
-#[test]
-fn every_restored_chunk_is_embedded_by_the_configured_model() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn every_restored_chunk_is_embedded_by_the_configured_model(backend) {
         let ws = Workspace::on(backend);
         let out = json(&ws.ok(&[
             "--embedder",

@@ -1,16 +1,12 @@
 //! Restore → backup gives back the same content: the sample, the Python fixtures, and the
 //! determinism rules (same data, same bytes; an unchanged backup is left untouched).
 
-mod common;
-
-use common::{backends, python_fixture, sample, stderr, without_created_at, Workspace};
+use crate::common::{python_fixture, sample, stderr, without_created_at, Workspace};
 use goldset::timestamp::Timestamp;
 use serde_json::Value;
 
-#[test]
-fn sample_round_trips_byte_for_byte() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn sample_round_trips_byte_for_byte(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         ws.ok(&["backup", "-q"]);
@@ -43,10 +39,8 @@ fn canonical_content(text: &str) -> Value {
     serde_json::json!({"metadata": doc["metadata"], "analyses": doc["analyses"]})
 }
 
-#[test]
-fn python_backups_restore_verify_and_round_trip() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn python_backups_restore_verify_and_round_trip(backend) {
         for name in ["python_tiny", "python_generated"] {
             let fixture = python_fixture(&format!("{name}_backup.json"));
             let ws = Workspace::on(backend);
@@ -76,17 +70,21 @@ fn python_backups_restore_verify_and_round_trip() {
     }
 }
 
-#[test]
-fn unchanged_backup_is_left_untouched() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn unchanged_backup_is_left_untouched(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         ws.ok(&["backup", "-q"]);
         let file = ws.path("data/golden_dataset_backup.json");
         let before = std::fs::read(&file).unwrap();
-        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A known, older modification time: a rewrite of the file, however quick, would change it.
+        let modified = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
         let out = ws.ok(&["backup"]);
         assert!(out.contains("unchanged"), "{out}");
         assert_eq!(
@@ -103,10 +101,8 @@ fn unchanged_backup_is_left_untouched() {
     }
 }
 
-#[test]
-fn status_filter_chooses_what_is_backed_up() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn status_filter_chooses_what_is_backed_up(backend) {
         let ws = Workspace::on(backend);
         let mut doc: Value = serde_json::from_str(
             &std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap(),
@@ -133,10 +129,8 @@ fn status_filter_chooses_what_is_backed_up() {
     }
 }
 
-#[test]
-fn refuses_to_replace_a_backup_with_an_empty_one() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn refuses_to_replace_a_backup_with_an_empty_one(backend) {
         let ws = Workspace::on(backend);
         ws.load(&sample());
         ws.ok(&["backup", "-q"]);
@@ -156,10 +150,8 @@ fn refuses_to_replace_a_backup_with_an_empty_one() {
     }
 }
 
-#[test]
-fn reading_commands_never_create_a_database() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn reading_commands_never_create_a_database(backend) {
         let ws = Workspace::on(backend);
         let out = ws.run(&["backup"]);
         assert_eq!(out.status.code(), Some(2));

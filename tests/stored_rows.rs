@@ -2,9 +2,7 @@
 //! reported by backup, verify and diff as an error naming table, row and column, with exit 1 —
 //! never a panic — and nothing is written.
 
-mod common;
-
-use common::{pg_url, sample, stderr, Backend, Workspace};
+use crate::common::{sample, stderr, Backend, Workspace};
 
 /// A sample database with one row damaged by `sqlite` / `postgres` SQL, then every reading
 /// command run against it.
@@ -69,113 +67,98 @@ fn artifact_id() -> String {
         .to_owned()
 }
 
-fn findings_object(backend: Backend) {
-    let id = analysis_id();
-    damaged_row_is_named(
-        backend,
-        (
-            &format!("UPDATE analyses SET findings = '{{\"a\": 1}}' WHERE id = '{id}'"),
-            &format!("UPDATE analyses SET findings = '{{\"a\": 1}}' WHERE id = '{id}'"),
-        ),
-        "analyses",
-        &id,
-        "findings",
-        "unexpected JSON",
-    );
+store_test! {
+    /// `findings` holding an object where a list of findings belongs.
+    fn findings_object(backend) {
+        let id = analysis_id();
+        damaged_row_is_named(
+            backend,
+            (
+                &format!("UPDATE analyses SET findings = '{{\"a\": 1}}' WHERE id = '{id}'"),
+                &format!("UPDATE analyses SET findings = '{{\"a\": 1}}' WHERE id = '{id}'"),
+            ),
+            "analyses",
+            &id,
+            "findings",
+            "unexpected JSON",
+        );
+    }
 }
 
-fn finding_with_a_string_confidence(backend: Backend) {
-    let id = analysis_id();
-    let bad = r#"[{"agent": "a", "category": "c", "content": "x", "confidence": "high"}]"#;
-    damaged_row_is_named(
-        backend,
-        (
-            &format!("UPDATE analyses SET findings = '{bad}' WHERE id = '{id}'"),
-            &format!("UPDATE analyses SET findings = '{bad}' WHERE id = '{id}'"),
-        ),
-        "analyses",
-        &id,
-        "findings",
-        "confidence",
-    );
+store_test! {
+    /// A finding whose `confidence` is a string.
+    fn finding_with_a_string_confidence(backend) {
+        let id = analysis_id();
+        let bad = r#"[{"agent": "a", "category": "c", "content": "x", "confidence": "high"}]"#;
+        damaged_row_is_named(
+            backend,
+            (
+                &format!("UPDATE analyses SET findings = '{bad}' WHERE id = '{id}'"),
+                &format!("UPDATE analyses SET findings = '{bad}' WHERE id = '{id}'"),
+            ),
+            "analyses",
+            &id,
+            "findings",
+            "confidence",
+        );
+    }
 }
 
-fn artifact_metadata_list(backend: Backend) {
-    let id = artifact_id();
-    damaged_row_is_named(
-        backend,
-        (
-            &format!("UPDATE artifacts SET metadata = '[1,2]' WHERE id = '{id}'"),
-            &format!("UPDATE artifacts SET metadata = '[1,2]' WHERE id = '{id}'"),
-        ),
-        "artifacts",
-        &id,
-        "metadata",
-        "unexpected JSON",
-    );
+store_test! {
+    /// An artifact's `metadata` holding a list where an object belongs.
+    fn artifact_metadata_list(backend) {
+        let id = artifact_id();
+        damaged_row_is_named(
+            backend,
+            (
+                &format!("UPDATE artifacts SET metadata = '[1,2]' WHERE id = '{id}'"),
+                &format!("UPDATE artifacts SET metadata = '[1,2]' WHERE id = '{id}'"),
+            ),
+            "artifacts",
+            &id,
+            "metadata",
+            "unexpected JSON",
+        );
+    }
 }
 
-fn time_outside_a_backup(backend: Backend) {
-    let id = analysis_id();
-    damaged_row_is_named(
-        backend,
-        (
-            // Year 10000 in microseconds since the Unix epoch.
-            &format!("UPDATE analyses SET created_at = 253402300800000000 WHERE id = '{id}'"),
-            &format!("UPDATE analyses SET created_at = 'infinity' WHERE id = '{id}'"),
-        ),
-        "analyses",
-        &id,
-        "created_at",
-        match backend {
-            Backend::Sqlite => "0001–9999",
-            Backend::Postgres => "infinity",
-        },
-    );
+store_test! {
+    /// A time a backup cannot write: year 10000 on SQLite, `'infinity'` on PostgreSQL.
+    fn time_outside_a_backup(backend) {
+        let id = analysis_id();
+        damaged_row_is_named(
+            backend,
+            (
+                // Year 10000 in microseconds since the Unix epoch.
+                &format!("UPDATE analyses SET created_at = 253402300800000000 WHERE id = '{id}'"),
+                &format!("UPDATE analyses SET created_at = 'infinity' WHERE id = '{id}'"),
+            ),
+            "analyses",
+            &id,
+            "created_at",
+            match backend {
+                Backend::Sqlite => "0001–9999",
+                Backend::Postgres => "infinity",
+            },
+        );
+    }
 }
 
-fn deeply_nested_json(backend: Backend) {
-    let id = artifact_id();
-    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    damaged_row_is_named(
-        backend,
-        (
-            &format!("UPDATE artifacts SET key_findings = '{deep}' WHERE id = '{id}'"),
-            &format!("UPDATE artifacts SET key_findings = '{deep}' WHERE id = '{id}'"),
-        ),
-        "artifacts",
-        &id,
-        "key_findings",
-        "recursion limit",
-    );
+store_test! {
+    /// JSON nested 200 deep: past the JSON parser's recursion limit.
+    fn deeply_nested_json(backend) {
+        let id = artifact_id();
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        damaged_row_is_named(
+            backend,
+            (
+                &format!("UPDATE artifacts SET key_findings = '{deep}' WHERE id = '{id}'"),
+                &format!("UPDATE artifacts SET key_findings = '{deep}' WHERE id = '{id}'"),
+            ),
+            "artifacts",
+            &id,
+            "key_findings",
+            "recursion limit",
+        );
+    }
 }
-
-/// One test function per store and case, so that a failure names both.
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $case() { super::$case(super::Backend::Sqlite) })*
-        }
-        mod postgres {
-            $(#[test] fn $case() {
-                if super::pg_url().is_none() {
-                    assert!(
-                        std::env::var("GOLDSET_TEST_REQUIRE_PG").map_or(true, |v| v != "1"),
-                        "GOLDSET_TEST_REQUIRE_PG=1 but GOLDSET_TEST_PG_URL is not set"
-                    );
-                    eprintln!("no GOLDSET_TEST_PG_URL: PostgreSQL test skipped");
-                    return;
-                }
-                super::$case(super::Backend::Postgres)
-            })*
-        }
-    };
-}
-
-on_both_stores!(
-    findings_object,
-    finding_with_a_string_confidence,
-    artifact_metadata_list,
-    time_outside_a_backup,
-    deeply_nested_json,
-);

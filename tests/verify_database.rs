@@ -1,8 +1,6 @@
 //! `verify` proves the database against the backup: content, coverage, orphans, embeddings.
 
-mod common;
-
-use common::{backends, python_fixture, sample, stdout, Backend, Workspace};
+use crate::common::{python_fixture, sample, stdout, Backend, Workspace};
 use serde_json::Value;
 
 fn report(ws: &Workspace, args: &[&str]) -> (i32, Value) {
@@ -37,10 +35,8 @@ fn prepared(backend: Backend) -> Workspace {
     ws
 }
 
-#[test]
-fn a_faithful_database_passes() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn a_faithful_database_passes(backend) {
         let ws = prepared(backend);
         let (code, r) = report(&ws, &[]);
         assert_eq!(code, 0, "{r}");
@@ -52,10 +48,8 @@ fn a_faithful_database_passes() {
     }
 }
 
-#[test]
-fn changed_content_is_found() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn changed_content_is_found(backend) {
         let ws = prepared(backend);
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(sample()).unwrap()).unwrap();
         let analysis = doc["analyses"][7]["id"].as_str().unwrap();
@@ -74,10 +68,8 @@ fn changed_content_is_found() {
     }
 }
 
-#[test]
-fn missing_and_extra_analyses_are_found_but_other_statuses_are_not_errors() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn missing_and_extra_analyses_are_found_but_other_statuses_are_not_errors(backend) {
         let ws = prepared(backend);
         let mut doc: Value = serde_json::from_str(
             &std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap(),
@@ -119,10 +111,8 @@ fn missing_and_extra_analyses_are_found_but_other_statuses_are_not_errors() {
     }
 }
 
-#[test]
-fn orphans_are_found() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn orphans_are_found(backend) {
         let ws = prepared(backend);
         // Bypass the foreign key, as a buggy writer or a manual edit might.
         let bypass = match backend {
@@ -139,10 +129,8 @@ fn orphans_are_found() {
     }
 }
 
-#[test]
-fn embeddings_must_come_from_the_configured_model() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn embeddings_must_come_from_the_configured_model(backend) {
         let ws = prepared(backend);
         let (code, r) = report(&ws, &["--embedder", "hash:128"]);
         assert_eq!(code, 1);
@@ -176,10 +164,8 @@ fn embeddings_must_come_from_the_configured_model() {
     }
 }
 
-#[test]
-fn text_report_has_one_line_per_check() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn text_report_has_one_line_per_check(backend) {
         let ws = prepared(backend);
         let text = ws.ok(&["verify"]);
         for name in [
@@ -209,10 +195,8 @@ fn text_report_has_one_line_per_check() {
     }
 }
 
-#[test]
-fn duplicate_urls_are_warnings() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn duplicate_urls_are_warnings(backend) {
         let ws = Workspace::on(backend);
         let mut doc: Value =
             serde_json::from_str(&std::fs::read_to_string(sample()).unwrap()).unwrap();
@@ -237,10 +221,8 @@ fn duplicate_urls_are_warnings() {
     }
 }
 
-#[test]
-fn url_deny_list_is_configurable() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn url_deny_list_is_configurable(backend) {
         let ws = Workspace::on(backend);
         let out = ws.run(&[
             "verify",
@@ -280,10 +262,8 @@ fn url_deny_list_is_configurable() {
     }
 }
 
-#[test]
-fn an_empty_backup_does_not_cover_up_a_full_database() {
-    for backend in backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn an_empty_backup_does_not_cover_up_a_full_database(backend) {
         let ws = prepared(backend);
         ws.ok(&[
             "backup",

@@ -2,9 +2,7 @@
 //! repository, the git-friendly layout (one edited chunk, a two-line diff), `backup --check`,
 //! `diff` and `log`.
 
-mod common;
-
-use common::{sample, stderr, stdout, Workspace};
+use crate::common::{sample, stderr, stdout, Workspace};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -182,10 +180,8 @@ fn pull_request_check_restores_the_committed_backup_into_a_fresh_database() {
     assert_eq!(broken.status.code(), Some(1), "{}", stderr(&broken));
 }
 
-#[test]
-fn backup_check_and_diff_report_what_changed() {
-    for backend in common::backends() {
-        eprintln!("backend: {backend:?}");
+store_test! {
+    fn backup_check_and_diff_report_what_changed(backend) {
         backup_check_and_diff_on(Workspace::on(backend));
     }
 }

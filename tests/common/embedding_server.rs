@@ -4,9 +4,10 @@
 //! computed by [`HashEmbedder`] (returned in reverse order, with their `index`, and the model
 //! name echoed, as servers do), and a script decides per request what to answer instead: a
 //! delay, a status with headers, a malformed body, vectors of another dimension or count or
-//! under another model name, a dropped connection; [`Reply`] builds the error bodies of
-//! OpenAI, infinity (FastAPI), text-embeddings-inference, vLLM and Ollama. Other paths get a
-//! 404. It records every request and the most requests it held at once.
+//! under another model name, a dropped connection, no answer at all; [`Reply`] builds the
+//! error bodies of OpenAI, infinity (FastAPI), text-embeddings-inference, vLLM and Ollama.
+//! Other paths get a 404. It can hold its answers until a number of requests overlap. It
+//! records every request and the most requests it held at once.
 #![allow(dead_code)]
 
 use goldset::embed::HashEmbedder;
@@ -14,13 +15,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     /// 0 for the first request the server received, and so on.
     pub n: usize,
+    /// When the server had read it.
+    pub at: Instant,
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
@@ -53,6 +56,9 @@ pub enum Reply {
     Unnamed,
     /// Close the connection without answering.
     Drop,
+    /// Never answer: hold the connection until the client closes it (or a minute passes), so
+    /// that the client's timeout fires however slow the machine is.
+    Hang,
 }
 
 impl Reply {
@@ -145,8 +151,13 @@ struct State {
     /// The path embeddings are served at.
     route: &'static str,
     script: Box<Script>,
-    /// Pause before every answer (to make requests overlap).
+    /// Pause before every answer.
     pause: Duration,
+    /// Hold every answer but the first (the dimension probe) until this many requests have been
+    /// in flight at once, for at most [`OVERLAP_LIMIT`] in all; 0 or 1: no holding.
+    overlap: usize,
+    /// Set when the overlap was waited for in vain: no answer is held after that.
+    overlap_given_up: std::sync::atomic::AtomicBool,
     next: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -180,6 +191,26 @@ impl EmbeddingServer {
             "/v1/embeddings",
             dimension,
             pause,
+            0,
+            Box::new(script),
+        )
+    }
+
+    /// Like [`EmbeddingServer::start`], holding answers until `overlap` requests have been in
+    /// flight at once: a client that sends concurrent requests is seen doing so however the
+    /// threads are scheduled (a pause would only make it likely).
+    pub fn start_overlapping(
+        dimension: usize,
+        overlap: usize,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        Self::launch(
+            listener,
+            "/v1/embeddings",
+            dimension,
+            Duration::ZERO,
+            overlap,
             Box::new(script),
         )
     }
@@ -196,6 +227,7 @@ impl EmbeddingServer {
             "/embeddings",
             dimension,
             Duration::ZERO,
+            0,
             Box::new(script),
         )
     }
@@ -213,6 +245,7 @@ impl EmbeddingServer {
             "/v1/embeddings",
             dimension,
             Duration::ZERO,
+            0,
             Box::new(script),
         )
     }
@@ -222,6 +255,7 @@ impl EmbeddingServer {
         route: &'static str,
         dimension: usize,
         pause: Duration,
+        overlap: usize,
         script: Box<Script>,
     ) -> Self {
         let addr = listener.local_addr().unwrap();
@@ -230,6 +264,8 @@ impl EmbeddingServer {
             route,
             script,
             pause,
+            overlap,
+            overlap_given_up: std::sync::atomic::AtomicBool::new(false),
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -321,6 +357,7 @@ fn serve(stream: TcpStream, state: &State) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let at = Instant::now();
         let n = state.next.fetch_add(1, Ordering::SeqCst);
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -335,6 +372,7 @@ fn serve(stream: TcpStream, state: &State) {
             .unwrap_or_default();
         let seen = Seen {
             n,
+            at,
             method,
             path,
             authorization,
@@ -349,6 +387,12 @@ fn serve(stream: TcpStream, state: &State) {
         };
         std::thread::sleep(state.pause);
         let model = seen.body["model"].as_str().map(str::to_owned);
+        if n > 0 {
+            hold_until_overlap(state);
+        }
+        // The request stops counting as in flight before its answer goes out: the client may send
+        // its next request as soon as it has the answer, and the two must not count as overlapping.
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
         let answer = match reply {
             Reply::Vectors => Some(vectors(state.dimension, &seen.inputs, None, model)),
             Reply::VectorsAfter(pause) => {
@@ -365,6 +409,12 @@ fn serve(stream: TcpStream, state: &State) {
                 body,
             } => Some((status, headers, body)),
             Reply::Drop => None,
+            Reply::Hang => {
+                // Wait for the client to give up and close (a read returns 0 or fails).
+                let _ = writer.set_read_timeout(Some(Duration::from_secs(60)));
+                let _ = reader.read(&mut [0; 1]);
+                None
+            }
         };
         let ok = match answer {
             Some((status, headers, body)) => {
@@ -384,11 +434,27 @@ fn serve(stream: TcpStream, state: &State) {
             }
             None => false,
         };
-        state.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !ok {
             let _ = writer.shutdown(std::net::Shutdown::Both);
             return;
         }
+    }
+}
+
+/// Longest an overlapping server holds answers, in all.
+const OVERLAP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Holds the current answer until `state.overlap` requests have been in flight at once.
+fn hold_until_overlap(state: &State) {
+    let deadline = Instant::now() + OVERLAP_LIMIT;
+    while state.max_in_flight.load(Ordering::SeqCst) < state.overlap
+        && !state.overlap_given_up.load(Ordering::SeqCst)
+    {
+        if Instant::now() > deadline {
+            state.overlap_given_up.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// The sample dataset shipped in `examples/`.
 pub fn sample() -> PathBuf {
@@ -17,6 +18,9 @@ pub fn python_fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+pub mod embedding_server;
+pub mod openai;
+
 /// The databases a store-level test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -26,24 +30,96 @@ pub enum Backend {
     Postgres,
 }
 
-/// Every backend available here: SQLite always, PostgreSQL when `GOLDSET_TEST_PG_URL` is set
-/// (`scripts/test` starts one). With `GOLDSET_TEST_REQUIRE_PG=1` (as in CI), a missing server
-/// fails the test instead of quietly testing SQLite alone.
-pub fn backends() -> Vec<Backend> {
-    let mut all = vec![Backend::Sqlite];
-    if pg_url().is_some() {
-        all.push(Backend::Postgres);
-    } else if std::env::var("GOLDSET_TEST_REQUIRE_PG").is_ok_and(|v| v == "1") {
-        panic!("GOLDSET_TEST_REQUIRE_PG=1 but GOLDSET_TEST_PG_URL is not set: start scripts/pg-test-server");
-    }
-    all
+/// One test per store: `store_test! { fn name(backend) { … } }` defines `name::in_sqlite` and
+/// `name::in_postgres`, each running the body with `backend` set, so a PostgreSQL failure
+/// carries a PostgreSQL test's name. The PostgreSQL test is `#[ignore]`d: plain `cargo test`
+/// lists it as ignored (with the reason) instead of passing it without running it;
+/// `scripts/test` runs it (`--include-ignored`), and then a missing server is a failure.
+/// `#[needs_model]` first marks a test that also needs the real model (`model_dir`): its tests
+/// are `name::in_sqlite_with_model` and `name::in_postgres_with_model`, both ignored.
+macro_rules! store_test {
+    ($(#[doc = $doc:literal])* #[needs_model] fn $name:ident($backend:ident) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: $crate::common::Backend) $body
+
+            #[test]
+            #[ignore = "needs the model: scripts/test, or GOLDSET_TEST_MODEL_DIR=… cargo test -- --include-ignored"]
+            fn in_sqlite_with_model() {
+                run($crate::common::Backend::Sqlite)
+            }
+
+            #[test]
+            #[ignore = "needs PostgreSQL and the model: scripts/test, or GOLDSET_TEST_PG_URL=… GOLDSET_TEST_MODEL_DIR=… cargo test -- --include-ignored"]
+            fn in_postgres_with_model() {
+                run($crate::common::Backend::Postgres)
+            }
+        }
+    };
+    ($(#[doc = $doc:literal])* fn $name:ident($backend:ident) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: $crate::common::Backend) $body
+
+            #[test]
+            fn in_sqlite() {
+                run($crate::common::Backend::Sqlite)
+            }
+
+            #[test]
+            #[ignore = "needs PostgreSQL: scripts/test, or GOLDSET_TEST_PG_URL=… cargo test -- --include-ignored"]
+            fn in_postgres() {
+                run($crate::common::Backend::Postgres)
+            }
+        }
+    };
 }
 
-/// The test PostgreSQL server, if any.
-pub fn pg_url() -> Option<String> {
+/// A test of what only PostgreSQL has: `pg_test! { fn name() { … } }` defines
+/// `name::in_postgres`, ignored like the PostgreSQL half of [`store_test!`].
+macro_rules! pg_test {
+    ($(#[doc = $doc:literal])* fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            #[ignore = "needs PostgreSQL: scripts/test, or GOLDSET_TEST_PG_URL=… cargo test -- --include-ignored"]
+            fn in_postgres() $body
+        }
+    };
+}
+
+/// A test that needs the real model: `model_test! { fn name() { … } }` defines `name::with_model`,
+/// ignored unless `--include-ignored` (`scripts/test` installs the model and runs it).
+macro_rules! model_test {
+    ($(#[doc = $doc:literal])* fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            #[ignore = "needs the model: scripts/test, or GOLDSET_TEST_MODEL_DIR=… cargo test -- --include-ignored"]
+            fn with_model() $body
+        }
+    };
+}
+
+/// The test PostgreSQL server. Only PostgreSQL tests ask, and they are ignored unless included
+/// on purpose: without a server they fail rather than pass untested.
+pub fn pg_url() -> String {
     std::env::var("GOLDSET_TEST_PG_URL")
         .ok()
         .filter(|u| !u.is_empty())
+        .expect("this PostgreSQL test needs GOLDSET_TEST_PG_URL (scripts/test starts a server)")
 }
 
 /// A temporary folder with a database of its own.
@@ -80,7 +156,7 @@ impl Workspace {
         let schema = format!("goldset_test_{}_{n}", std::process::id());
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite:{}", dir.path().join("golden.db").display()),
-            Backend::Postgres => pg_url().expect("GOLDSET_TEST_PG_URL"),
+            Backend::Postgres => pg_url(),
         };
         Workspace {
             dir,
@@ -253,19 +329,57 @@ pub fn without_created_at(text: &str) -> String {
 }
 
 /// The folder of the real model the tests use (all-MiniLM-L6-v2 from PyPI, installed by
-/// scripts/test-model), or `None` (the test is skipped) unless GOLDSET_TEST_REQUIRE_MODEL=1.
-pub fn test_model_dir() -> Option<PathBuf> {
-    match std::env::var("GOLDSET_TEST_MODEL_DIR") {
-        Ok(d) if !d.is_empty() => Some(PathBuf::from(d)),
-        _ => {
-            assert!(
-                std::env::var("GOLDSET_TEST_REQUIRE_MODEL").map_or(true, |v| v != "1"),
-                "GOLDSET_TEST_REQUIRE_MODEL=1 but GOLDSET_TEST_MODEL_DIR is not set"
-            );
-            eprintln!("no GOLDSET_TEST_MODEL_DIR: local-model test skipped");
-            None
-        }
+/// scripts/test-model). Only model tests ask, and they are ignored unless included on purpose:
+/// without the model they fail rather than pass untested.
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("GOLDSET_TEST_MODEL_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .expect(
+            "this test needs the model in GOLDSET_TEST_MODEL_DIR (scripts/test-model installs it)",
+        )
+}
+
+/// How long a test waits for something it expects to happen (a file to grow, a row to appear):
+/// generous, because the bound only turns a hung test into a failure and measures nothing.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(300);
+
+/// Polls `done` every 10 ms until it holds; fails naming `what` after [`WAIT_LIMIT`].
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "waited {WAIT_LIMIT:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Stops `child` with SIGSTOP: it stays exactly where it is (files, open transaction) while the
+/// test looks at what it has done, until it is killed. Freezing first is what makes a kill
+/// "half-way" a fact the test checks rather than a race it hopes to win.
+pub fn freeze(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-STOP", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -STOP {}", child.id());
+}
+
+/// The number of PostgreSQL sessions named `application_name` (goldset names its sessions after
+/// `PGAPPNAME`, so a test can watch the one child it started).
+pub fn pg_sessions(ws: &Workspace, application_name: &str, condition: &str) -> i64 {
+    let mut client = postgres::Client::connect(&ws.database_url, postgres::NoTls).unwrap();
+    client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND ({condition})"
+            ),
+            &[&application_name],
+        )
+        .unwrap()
+        .get(0)
 }
 
 /// stderr as text.
