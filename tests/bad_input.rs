@@ -28,7 +28,7 @@ fn last_index(doc: &Value) -> usize {
 }
 
 /// (name, file content, text the error must contain).
-fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+pub(crate) fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let text = sample_text();
     let mut invalid_utf8 = text.clone().into_bytes();
     let at = text.find("\"content\": \"").unwrap() + 13;

@@ -9,6 +9,7 @@
 #[macro_use]
 mod common;
 
+mod adopt;
 mod bad_input;
 mod config_file;
 mod crash_safety;

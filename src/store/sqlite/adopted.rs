@@ -9,13 +9,15 @@ use super::super::catalog::Catalog;
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::{
     blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, Dependent,
-    EmbeddingModel, Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
+    EmbeddingModel, Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
+use super::decode;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use super::{ADOPTED_CACHE, MODEL_TABLE};
-use crate::model::Analysis;
+use crate::model::{Analysis, Chunk, Counts};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A write transaction on an application's tables.
@@ -164,9 +166,9 @@ impl<'c> AdoptedWrite<'c> {
         Ok(())
     }
 
-    fn insert_analysis(&self, a: &Analysis, embeddings: Option<(&str, &[Vec<f32>])>) -> Result<()> {
+    /// The analysis row's columns and values.
+    fn analysis_row<'l>(&'l self, a: &Analysis) -> (Vec<&'l str>, Vec<Value>) {
         let l = self.layout;
-        let id = self.id(&a.id);
         let t = &l.analyses;
         let mut columns = vec![
             t.id.as_str(),
@@ -176,7 +178,7 @@ impl<'c> AdoptedWrite<'c> {
             &t.created_at,
         ];
         let mut values = vec![
-            id.clone(),
+            self.id(&a.id),
             Value::Text(a.url.clone()),
             Value::Text(a.content_type.clone()),
             Value::Text(l.status_to_store(&a.status).to_owned()),
@@ -189,94 +191,207 @@ impl<'c> AdoptedWrite<'c> {
             columns.push(column);
             values.push(json_text(&a.findings));
         }
-        self.insert_row(&t.table, &columns, values)?;
-        if let Some(f) = &l.findings {
-            for (i, finding) in a.findings.iter().enumerate() {
-                let mut columns = vec![
-                    f.analysis_id.as_str(),
-                    &f.position,
-                    &f.agent,
-                    &f.category,
-                    &f.content,
-                    &f.confidence,
-                ];
-                let mut values = vec![
-                    id.clone(),
-                    Value::Integer(i as i64),
-                    Value::Text(finding.agent.clone()),
-                    Value::Text(finding.category.clone()),
-                    Value::Text(finding.content.clone()),
-                    Value::Real(finding.confidence),
-                ];
-                if let Some(column) = &f.metadata {
-                    columns.push(column);
-                    // A row holds `{}` for "no metadata" (the column may be NOT NULL).
-                    values.push(match &finding.metadata {
-                        Some(m) => json_text(m),
-                        None => Value::Text("{}".into()),
-                    });
-                }
-                self.insert_row(&f.table, &columns, values)?;
-            }
-        }
-        let c = &l.chunks;
-        for (i, chunk) in a.chunks.iter().enumerate() {
-            let chunk_id = self.id(&chunk.id);
+        (columns, values)
+    }
+
+    fn insert_findings(&self, a: &Analysis) -> Result<()> {
+        let Some(f) = &self.layout.findings else {
+            return Ok(());
+        };
+        for (i, finding) in a.findings.iter().enumerate() {
             let mut columns = vec![
-                c.id.as_str(),
-                &c.analysis_id,
-                &c.chunk_index,
-                &c.content,
-                &c.content_type,
-                &c.embedding,
+                f.analysis_id.as_str(),
+                &f.position,
+                &f.agent,
+                &f.category,
+                &f.content,
+                &f.confidence,
             ];
             let mut values = vec![
-                chunk_id.clone(),
-                id.clone(),
-                Value::Integer(chunk.chunk_index),
-                Value::Text(chunk.content.clone()),
-                Value::Text(chunk.content_type.clone()),
-                match embeddings {
-                    Some((_, vectors)) => self.vector(&vectors[i]),
-                    None => Value::Null,
-                },
+                self.id(&a.id),
+                Value::Integer(i as i64),
+                Value::Text(finding.agent.clone()),
+                Value::Text(finding.category.clone()),
+                Value::Text(finding.content.clone()),
+                Value::Real(finding.confidence),
             ];
-            for (column, value) in [
-                (&c.section_title, &chunk.section_title),
-                (&c.section_path, &chunk.section_path),
-            ] {
-                if let Some(column) = column {
-                    columns.push(column);
-                    values.push(value.clone().map_or(Value::Null, Value::Text));
-                }
-            }
-            if let Some(column) = &c.embedding_model {
+            if let Some(column) = &f.metadata {
                 columns.push(column);
-                values.push(embeddings.map_or(Value::Null, |(m, _)| Value::Text(m.to_owned())));
+                // A row holds `{}` for "no metadata" (the column may be NOT NULL).
+                values.push(match &finding.metadata {
+                    Some(m) => json_text(m),
+                    None => Value::Text("{}".into()),
+                });
             }
-            self.insert_row(&c.table, &columns, values)?;
-            if let Some((model, _)) = embeddings {
-                self.record_model(model, &chunk_id)?;
+            self.insert_row(&f.table, &columns, values)?;
+        }
+        Ok(())
+    }
+
+    fn insert_chunk(
+        &self,
+        a: &Analysis,
+        chunk: &Chunk,
+        vector: Option<(&str, &[f32])>,
+    ) -> Result<()> {
+        let c = &self.layout.chunks;
+        let chunk_id = self.id(&chunk.id);
+        let mut columns = vec![
+            c.id.as_str(),
+            &c.analysis_id,
+            &c.chunk_index,
+            &c.content,
+            &c.content_type,
+            &c.embedding,
+        ];
+        let mut values = vec![
+            chunk_id.clone(),
+            self.id(&a.id),
+            Value::Integer(chunk.chunk_index),
+            Value::Text(chunk.content.clone()),
+            Value::Text(chunk.content_type.clone()),
+            vector.map_or(Value::Null, |(_, v)| self.vector(v)),
+        ];
+        for (column, value) in [
+            (&c.section_title, &chunk.section_title),
+            (&c.section_path, &chunk.section_path),
+        ] {
+            if let Some(column) = column {
+                columns.push(column);
+                values.push(value.clone().map_or(Value::Null, Value::Text));
             }
         }
-        if let (Some(r), Some(artifact)) = (&l.artifacts, &a.artifact) {
-            self.insert_row(
-                &r.table,
-                &[
-                    r.id.as_str(),
-                    &r.analysis_id,
-                    &r.summary,
-                    &r.key_findings,
-                    &r.metadata,
-                ],
-                vec![
-                    self.id(&artifact.id),
-                    id,
-                    artifact.summary.clone().map_or(Value::Null, Value::Text),
-                    json_text(&artifact.key_findings),
-                    json_text(&artifact.metadata),
-                ],
-            )?;
+        if let Some(column) = &c.embedding_model {
+            columns.push(column);
+            values.push(vector.map_or(Value::Null, |(m, _)| Value::Text(m.to_owned())));
+        }
+        self.insert_row(&c.table, &columns, values)?;
+        match vector {
+            Some((model, _)) => self.record_model(model, &chunk_id),
+            None => Ok(()),
+        }
+    }
+
+    fn insert_artifact(&self, a: &Analysis) -> Result<()> {
+        let (Some(r), Some(artifact)) = (&self.layout.artifacts, &a.artifact) else {
+            return Ok(());
+        };
+        self.insert_row(
+            &r.table,
+            &[
+                r.id.as_str(),
+                &r.analysis_id,
+                &r.summary,
+                &r.key_findings,
+                &r.metadata,
+            ],
+            vec![
+                self.id(&artifact.id),
+                self.id(&a.id),
+                artifact.summary.clone().map_or(Value::Null, Value::Text),
+                json_text(&artifact.key_findings),
+                json_text(&artifact.metadata),
+            ],
+        )
+    }
+
+    fn insert_analysis(&self, a: &Analysis, embeddings: Option<(&str, &[Vec<f32>])>) -> Result<()> {
+        let (columns, values) = self.analysis_row(a);
+        self.insert_row(&self.layout.analyses.table, &columns, values)?;
+        self.insert_findings(a)?;
+        for (i, chunk) in a.chunks.iter().enumerate() {
+            let vector = embeddings.map(|(model, vectors)| (model, vectors[i].as_slice()));
+            self.insert_chunk(a, chunk, vector)?;
+        }
+        self.insert_artifact(a)
+    }
+
+    /// The stored analysis `id`, whole, if any.
+    fn analysis_by_id(&self, id: &Uuid) -> Result<Option<Analysis>> {
+        let l = self.layout;
+        let key = self.id(id);
+        let a = &l.analyses;
+        let findings = a.findings.as_deref().map_or("NULL".into(), q);
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {}, {}, {}, {}, {}, {findings} FROM {} WHERE {} = ?1",
+            q(&a.id),
+            q(&a.url),
+            q(&a.content_type),
+            q(&a.status),
+            q(&a.created_at),
+            q(&a.table),
+            q(&a.id)
+        ))?;
+        let mut rows = stmt.query([&key])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let mut analysis = decode::analysis(row, l)?;
+        let optional = |column: &Option<String>| column.as_deref().map_or("NULL".into(), q);
+        let c = &l.chunks;
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {}, {}, {}, {}, {}, {}, {} FROM {} WHERE {} = ?1 ORDER BY {}",
+            q(&c.id),
+            q(&c.analysis_id),
+            q(&c.chunk_index),
+            q(&c.content),
+            optional(&c.section_title),
+            optional(&c.section_path),
+            q(&c.content_type),
+            q(&c.table),
+            q(&c.analysis_id),
+            q(&c.chunk_index)
+        ))?;
+        let mut rows = stmt.query([&key])?;
+        while let Some(row) = rows.next()? {
+            analysis.chunks.push(decode::chunk(row, &c.table)?.1);
+        }
+        if let Some(t) = &l.artifacts {
+            let mut stmt = self.tx.prepare_cached(&format!(
+                "SELECT {}, {}, {}, {}, {} FROM {} WHERE {} = ?1",
+                q(&t.id),
+                q(&t.analysis_id),
+                q(&t.summary),
+                q(&t.key_findings),
+                q(&t.metadata),
+                q(&t.table),
+                q(&t.analysis_id)
+            ))?;
+            let mut rows = stmt.query([&key])?;
+            if let Some(row) = rows.next()? {
+                analysis.artifact = Some(decode::artifact(row, &t.table)?.1);
+            }
+        }
+        if let Some(f) = &l.findings {
+            let mut stmt = self.tx.prepare_cached(&format!(
+                "SELECT {}, {}, {}, {}, {}, {} FROM {} WHERE {} = ?1 ORDER BY {}",
+                q(&f.analysis_id),
+                q(&f.agent),
+                q(&f.category),
+                q(&f.content),
+                q(&f.confidence),
+                optional(&f.metadata),
+                q(&f.table),
+                q(&f.analysis_id),
+                q(&f.position)
+            ))?;
+            let mut rows = stmt.query([&key])?;
+            while let Some(row) = rows.next()? {
+                analysis.findings.push(decode::finding(row, &f.table)?.1);
+            }
+        }
+        Ok(Some(analysis))
+    }
+
+    /// Deletes chunks by id, with goldset's record of their model.
+    fn delete_chunks(&self, ids: &[Uuid]) -> Result<()> {
+        let c = &self.layout.chunks;
+        for id in ids {
+            let id = self.id(id);
+            self.tx
+                .prepare_cached(&format!("DELETE FROM {MODEL_TABLE} WHERE chunk_id = ?1"))?
+                .execute([&id])?;
+            self.delete_where(&c.table, &c.id, Some(&id))?;
         }
         Ok(())
     }
@@ -428,6 +543,110 @@ impl WriteTransaction for AdoptedWrite<'_> {
             offset += n;
         }
         Ok(())
+    }
+
+    fn replaces_by_difference(&self) -> bool {
+        true
+    }
+
+    fn analyses_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<Analysis>> {
+        let mut found = Vec::new();
+        for id in ids {
+            found.extend(self.analysis_by_id(id)?);
+        }
+        Ok(found)
+    }
+
+    fn chunk_vectors(
+        &mut self,
+        ids: &[Uuid],
+        model: &str,
+        dimension: usize,
+    ) -> Result<HashMap<Uuid, Vec<f32>>> {
+        let c = &self.layout.chunks;
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT c.{emb} FROM {table} c JOIN {MODEL_TABLE} e ON e.chunk_id = c.{id}
+              WHERE c.{id} = ?1 AND e.model = ?2",
+            emb = q(&c.embedding),
+            table = q(&c.table),
+            id = q(&c.id)
+        ))?;
+        let mut found = HashMap::new();
+        for id in ids {
+            let stored: Option<Value> = stmt
+                .query_row(params![self.layout.ids.text(id), model], |r| r.get(0))
+                .optional()?;
+            let vector = match stored {
+                Some(Value::Blob(b)) => Some(blob_to_vector(&b)),
+                Some(Value::Text(t)) => serde_json::from_str::<Vec<f32>>(&t).ok(),
+                _ => None,
+            };
+            if let Some(v) = vector.filter(|v| v.len() == dimension) {
+                found.insert(*id, v);
+            }
+        }
+        Ok(found)
+    }
+
+    fn apply_patch(&mut self, patch: &Patch<'_>, vectors: &[Vec<f32>], model: &str) -> Result<()> {
+        let l = self.layout;
+        let a = patch.analysis;
+        let id = self.id(&a.id);
+        if patch.row {
+            let (columns, values) = self.analysis_row(a);
+            let sets: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, c)| format!("{} = ?{}", q(c), i + 1))
+                .collect();
+            self.tx
+                .prepare_cached(&format!(
+                    "UPDATE {} SET {} WHERE {} = ?1",
+                    q(&l.analyses.table),
+                    sets.join(", "),
+                    q(&l.analyses.id)
+                ))?
+                .execute(params_from_iter(values))?;
+        }
+        if patch.findings {
+            if let Some(f) = &l.findings {
+                self.delete_where(&f.table, &f.analysis_id, Some(&id))?;
+                self.insert_findings(a)?;
+            }
+        }
+        self.delete_chunks(&patch.remove_chunks)?;
+        for (i, &at) in patch.add_chunks.iter().enumerate() {
+            let vector = vectors.get(i).map(|v| (model, v.as_slice()));
+            self.insert_chunk(a, &a.chunks[at], vector)?;
+        }
+        if patch.artifact {
+            if let Some(t) = &l.artifacts {
+                self.delete_where(&t.table, &t.analysis_id, Some(&id))?;
+                self.insert_artifact(a)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_analyses_except(&mut self, keep: &[Uuid]) -> Result<Counts> {
+        let a = &self.layout.analyses;
+        let stored: Vec<String> = self
+            .tx
+            .prepare(&format!("SELECT {} FROM {}", q(&a.id), q(&a.table)))?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let gone: Vec<Uuid> = stored
+            .iter()
+            .filter_map(|t| Uuid::try_parse(t.trim()).ok())
+            .filter(|id| keep.binary_search(id).is_err())
+            .collect();
+        let mut counts = Counts::default();
+        for analysis in self.analyses_by_id(&gone)? {
+            counts.add(&analysis);
+        }
+        self.delete_analyses(&gone)?;
+        Ok(counts)
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
