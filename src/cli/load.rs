@@ -2,6 +2,7 @@
 
 use super::args::{LockArgs, SnapshotFile, ToolArgs};
 use super::{Context, Create};
+use goldset::embed as embedders;
 use goldset::ops::snapshot::load;
 use goldset::ops::OpError;
 
@@ -20,14 +21,21 @@ pub struct LoadArgs {
 
 /// Checks the snapshot against its manifest and loads it.
 pub fn run(ctx: &Context, args: &LoadArgs) -> Result<i32, OpError> {
-    let embedder = ctx.embedder()?;
+    // Only a model chosen explicitly is compared with the snapshot's, and by its spec: building
+    // the embedder (loading a model, probing a server) would cost more than the load.
+    let configured = ctx
+        .global
+        .embedder
+        .as_deref()
+        .map(embedders::model_of_spec)
+        .transpose()?;
     let mut store = ctx.open_store(Create::Yes, args.lock.wait())?;
     let summary = load(
         store.as_mut(),
         &args.file.file,
         args.replace,
         &args.tools.tools(),
-        embedder.as_ref(),
+        configured.as_ref(),
     )?;
     ctx.out.load(&summary);
     Ok(0)

@@ -409,10 +409,18 @@ impl Output {
                 if let Some(note) = &s.model_note {
                     eprintln!("note: {note}");
                 }
+                let models: Vec<String> = s
+                    .manifest
+                    .snapshot
+                    .embedding_models
+                    .iter()
+                    .map(|m| format!(" of {} ({} dimensions)", m.model, m.dimension))
+                    .collect();
                 self.line(format!(
-                    "load: {} loaded ({}; embeddings kept) in {:.2}s",
+                    "load: {} loaded ({}; embeddings{} kept) in {:.2}s",
                     s.file.display(),
                     s.manifest.snapshot.inventory,
+                    models.join(","),
                     s.elapsed.as_secs_f64()
                 ));
             }

@@ -13,6 +13,11 @@ use std::hash::Hasher;
 /// Dimension used by `hash` without a `:DIM`.
 pub const DEFAULT_DIMENSION: usize = 384;
 
+/// The model id of [`HashEmbedder`]s of `dimension`.
+pub fn model_id(dimension: usize) -> String {
+    format!("goldset-hash-v1-{dimension}")
+}
+
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {
@@ -25,7 +30,7 @@ impl HashEmbedder {
     pub fn new(dimension: usize) -> Self {
         HashEmbedder {
             dimension,
-            model_id: format!("goldset-hash-v1-{dimension}"),
+            model_id: model_id(dimension),
         }
     }
 

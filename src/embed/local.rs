@@ -156,8 +156,9 @@ fn download(id: &str) -> Result<PathBuf, String> {
 
 /// A short, location-independent name for the model a `local:` argument gives: the Hugging Face
 /// id (also when the folder is a snapshot in the hub cache), else the folder's name (with its
-/// parent's when the folder has a generic name such as `model`).
-fn model_name(path_or_id: &str) -> String {
+/// parent's when the folder has a generic name such as `model`). Stored model ids are this name,
+/// `@` and a digest of the weights.
+pub fn model_name(path_or_id: &str) -> String {
     if !looks_like_path(path_or_id) {
         return path_or_id.to_owned();
     }

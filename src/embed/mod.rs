@@ -101,8 +101,14 @@ pub fn default_spec() -> (String, Option<String>) {
     )
 }
 
-/// Builds the embedder a spec names.
-pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embedder>, EmbedError> {
+/// What a spec names, parsed but not built.
+enum Spec<'a> {
+    Hash(usize),
+    Local(&'a str),
+    OpenAi(&'a str),
+}
+
+fn parse(spec: &str) -> Result<Spec<'_>, EmbedError> {
     let (kind, arg) = match spec.split_once(':') {
         Some((k, a)) => (k, Some(a)),
         None => (spec, None),
@@ -112,34 +118,87 @@ pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embe
         reason: reason.to_owned(),
     };
     match kind {
-        "hash" => {
-            let dimension = match arg {
-                None => hash::DEFAULT_DIMENSION,
-                Some(a) => a
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|d| (1..=65_536).contains(d))
-                    .ok_or_else(|| invalid("the dimension must be a number within 1..=65536"))?,
-            };
-            Ok(Box::new(HashEmbedder::new(dimension)))
-        }
-        "local" => {
-            let target = arg
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| invalid("local needs a model directory or id: local:PATH_OR_ID"))?;
-            let dir = local::locate(target)?;
-            Ok(Box::new(LocalEmbedder::load(&dir, target)?))
-        }
-        "openai" => {
-            let model = arg
-                .filter(|a| !a.trim().is_empty())
-                .ok_or_else(|| invalid("openai needs a model name: openai:MODEL"))?;
-            Ok(Box::new(OpenAiEmbedder::connect(model, settings)?))
-        }
+        "hash" => match arg {
+            None => Ok(Spec::Hash(hash::DEFAULT_DIMENSION)),
+            Some(a) => a
+                .parse::<usize>()
+                .ok()
+                .filter(|d| (1..=65_536).contains(d))
+                .map(Spec::Hash)
+                .ok_or_else(|| invalid("the dimension must be a number within 1..=65536")),
+        },
+        "local" => arg
+            .filter(|a| !a.is_empty())
+            .map(Spec::Local)
+            .ok_or_else(|| invalid("local needs a model directory or id: local:PATH_OR_ID")),
+        "openai" => arg
+            .filter(|a| !a.trim().is_empty())
+            .map(Spec::OpenAi)
+            .ok_or_else(|| invalid("openai needs a model name: openai:MODEL")),
         _ => Err(invalid(
             "known embedders: hash, hash:DIM, local:PATH_OR_ID, openai:MODEL",
         )),
     }
+}
+
+/// Builds the embedder a spec names.
+pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embedder>, EmbedError> {
+    Ok(match parse(spec)? {
+        Spec::Hash(dimension) => Box::new(HashEmbedder::new(dimension)),
+        Spec::Local(target) => {
+            let dir = local::locate(target)?;
+            Box::new(LocalEmbedder::load(&dir, target)?)
+        }
+        Spec::OpenAi(model) => Box::new(OpenAiEmbedder::connect(model, settings)?),
+    })
+}
+
+/// The model a spec names, as far as it is known without loading a model or asking a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    /// The model id, or for `local:` the model's name (its stored id adds `@` and a digest of
+    /// its weights).
+    pub id: String,
+    /// The vector length, when known (`hash:N`; a model's is known once it is loaded).
+    pub dimension: Option<usize>,
+}
+
+impl ModelRef {
+    /// Whether embeddings stored as `model` of `dimension` may come from this model.
+    pub fn matches(&self, model: &str, dimension: usize) -> bool {
+        let same = model == self.id
+            || model
+                .strip_prefix(self.id.as_str())
+                .is_some_and(|digest| digest.starts_with('@'));
+        same && self.dimension.is_none_or(|d| d == dimension)
+    }
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.dimension {
+            Some(d) => write!(f, "{} ({d} dimensions)", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
+/// The model `spec` names, cheaply: no model is loaded, no server asked.
+pub fn model_of_spec(spec: &str) -> Result<ModelRef, EmbedError> {
+    Ok(match parse(spec)? {
+        Spec::Hash(dimension) => ModelRef {
+            id: hash::model_id(dimension),
+            dimension: Some(dimension),
+        },
+        Spec::Local(target) => ModelRef {
+            id: local::model_name(target),
+            dimension: None,
+        },
+        Spec::OpenAi(model) => ModelRef {
+            id: openai::model_id(model),
+            dimension: None,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -163,5 +222,33 @@ mod tests {
         assert!(from_spec("hash:0", &EmbedderSettings::default()).is_err());
         assert!(from_spec("hash:x", &EmbedderSettings::default()).is_err());
         assert!(from_spec("bogus", &EmbedderSettings::default()).is_err());
+    }
+
+    #[test]
+    fn a_spec_names_its_model_without_building_it() {
+        let hash = model_of_spec("hash:32").unwrap();
+        assert_eq!(
+            hash.id,
+            from_spec("hash:32", &Default::default())
+                .unwrap()
+                .model_id()
+        );
+        assert!(hash.matches("goldset-hash-v1-32", 32));
+        assert!(!hash.matches("goldset-hash-v1-384", 384));
+        assert!(!hash.matches("goldset-hash-v1-32", 31));
+
+        let local = model_of_spec("local:sentence-transformers/all-MiniLM-L6-v2").unwrap();
+        assert_eq!(local.dimension, None);
+        assert!(local.matches("sentence-transformers/all-MiniLM-L6-v2@0123456789ab", 384));
+        assert!(!local.matches("sentence-transformers/all-MiniLM-L6-v2-x@0123456789ab", 384));
+        assert!(!local.matches("BAAI/bge-small-en@0123456789ab", 384));
+
+        let openai = model_of_spec("openai:text-embedding-3-small").unwrap();
+        assert!(openai.matches("openai:text-embedding-3-small", 1536));
+        assert!(!openai.matches("openai:text-embedding-3-large", 3072));
+
+        assert!(model_of_spec("hash:0").is_err());
+        assert!(model_of_spec("local:").is_err());
+        assert!(model_of_spec("bogus").is_err());
     }
 }

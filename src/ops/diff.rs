@@ -277,15 +277,19 @@ fn read_side(
             let first = validator
                 .first_error()
                 .unwrap_or_else(|| "invalid record".into());
-            Err(OpError::Refused(format!(
-                "{name} is not a valid backup ({first}); run `goldset verify --file-only` on it"
-            )))
+            Err(OpError::NotABackup {
+                name: name.into(),
+                reason: first,
+            })
         }
         Err(ReadError::Io(e)) => Err(OpError::Io {
             path: name.into(),
             source: e,
         }),
-        Err(e) => Err(OpError::Refused(format!("{name}:{e}"))),
+        Err(e) => Err(OpError::NotABackup {
+            name: name.into(),
+            reason: e.to_string(),
+        }),
     }
 }
 

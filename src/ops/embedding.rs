@@ -88,13 +88,15 @@ pub fn embed_texts(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f3
         let input: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
         let output = embedder.embed(&input)?;
         if output.len() != input.len() || output.iter().any(|v| v.len() != dimension) {
-            return Err(OpError::Refused(format!(
-                "embedder {} returned {} vectors of dimensions {:?} for {} texts (expected {dimension} each)",
-                embedder.model_id(),
-                output.len(),
-                output.iter().map(Vec::len).collect::<HashSet<_>>(),
-                input.len()
-            )));
+            return Err(OpError::EmbedderContract {
+                model: embedder.model_id().to_owned(),
+                reason: format!(
+                    "{} vectors of dimensions {:?} for {} texts (expected {dimension} each)",
+                    output.len(),
+                    output.iter().map(Vec::len).collect::<HashSet<_>>(),
+                    input.len()
+                ),
+            });
         }
         for (&i, v) in group.iter().zip(output) {
             vectors[i] = v;

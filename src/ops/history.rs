@@ -34,15 +34,21 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, OpError> {
         .arg(dir)
         .args(args)
         .output()
-        .map_err(|e| OpError::Refused(format!("cannot run git: {e}")))?;
+        .map_err(cannot_run_git)?;
     if !out.status.success() {
-        return Err(OpError::Refused(format!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(OpError::Tool {
+            tool: format!("git {}", args.join(" ")),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cannot_run_git(e: std::io::Error) -> OpError {
+    OpError::Tool {
+        tool: "git".into(),
+        reason: format!("cannot be run: {e}"),
+    }
 }
 
 /// The history of `file`, newest first, at most `max` entries.
@@ -117,7 +123,7 @@ fn version<'s>(dir: &Path, commit: Option<&str>, path: &str) -> Result<Side<'s>,
             Counts::default(),
         )
         .and_then(|w| w.finish())
-        .map_err(|e| OpError::Refused(e.to_string()))?;
+        .map_err(|e| OpError::Internal(format!("an empty backup: {e}")))?;
         return Ok(Side::Stream(
             "(no file)".into(),
             Box::new(std::io::Cursor::new(empty)),
@@ -130,7 +136,7 @@ fn version<'s>(dir: &Path, commit: Option<&str>, path: &str) -> Result<Side<'s>,
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| OpError::Refused(format!("cannot run git: {e}")))?;
+        .map_err(cannot_run_git)?;
     Ok(Side::Stream(spec, Box::new(GitBlob(child))))
 }
 

@@ -676,7 +676,7 @@ impl Tally {
 }
 
 fn embedder_gone() -> OpError {
-    OpError::Refused("the embedding thread stopped unexpectedly".into())
+    OpError::Internal("the embedding thread stopped unexpectedly".into())
 }
 
 fn owned_by(e: &Existing, analysis: &Analysis) -> bool {

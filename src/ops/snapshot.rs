@@ -4,7 +4,7 @@
 
 use super::atomic::{self, AtomicFile};
 use super::OpError;
-use crate::embed::Embedder;
+use crate::embed::ModelRef;
 use crate::report::{Check, Report};
 use crate::store::{self, NativeCheck, NativeSnapshot, NativeTools, Store};
 use crate::timestamp::Timestamp;
@@ -69,19 +69,23 @@ fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
 fn read_manifest(snapshot: &Path) -> Result<Manifest, OpError> {
     let path = manifest_path(snapshot);
     let text = std::fs::read_to_string(&path).map_err(OpError::io(&path))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-        OpError::Refused(format!(
-            "{}: not a goldset snapshot manifest: {e}",
-            path.display()
-        ))
-    })?;
+    let manifest: Manifest = match serde_json::from_str(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(OpError::Manifest {
+                path,
+                reason: format!("not a goldset snapshot manifest: {e}"),
+            })
+        }
+    };
     if manifest.format != "goldset-snapshot" || manifest.manifest_version != 1 {
-        return Err(OpError::Refused(format!(
-            "{}: unknown manifest ({} v{})",
-            path.display(),
-            manifest.format,
-            manifest.manifest_version
-        )));
+        return Err(OpError::Manifest {
+            path,
+            reason: format!(
+                "unknown manifest ({} v{})",
+                manifest.format, manifest.manifest_version
+            ),
+        });
     }
     Ok(manifest)
 }
@@ -123,8 +127,8 @@ pub fn dump(
         sha256,
         snapshot,
     };
-    let mut text =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| OpError::Refused(e.to_string()))?;
+    let mut text = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| OpError::Internal(format!("a snapshot manifest: {e}")))?;
     text.push(b'\n');
     let path = manifest_path(file);
     atomic::write_file(&path, &text).map_err(OpError::io(&path))?;
@@ -142,20 +146,22 @@ pub struct LoadSummary {
     pub file: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
-    /// A note when the snapshot's embeddings come from another model than the configured one.
+    /// A note when the snapshot's embeddings come from another model than the one configured
+    /// explicitly (`--embedder`, `GOLDSET_EMBEDDER`, goldset.toml).
     pub model_note: Option<String>,
     /// Time taken.
     #[serde(serialize_with = "crate::ops::serialize_seconds")]
     pub elapsed: Duration,
 }
 
-/// Loads the snapshot `file` into `store` after checking it against its manifest.
+/// Loads the snapshot `file` into `store` after checking it against its manifest. `configured`:
+/// the model the user chose explicitly, if any (a note says when the snapshot's differ).
 pub fn load(
     store: &mut dyn Store,
     file: &Path,
     replace: bool,
     tools: &NativeTools,
-    embedder: &dyn Embedder,
+    configured: Option<&ModelRef>,
 ) -> Result<LoadSummary, OpError> {
     let started = Instant::now();
     let manifest = read_manifest(file)?;
@@ -192,22 +198,20 @@ pub fn load(
             manifest.snapshot.inventory
         )));
     }
-    let model_note = manifest
-        .snapshot
-        .embedding_models
-        .iter()
-        .find(|m| m.model != embedder.model_id() || m.dimension != embedder.dimension())
-        .map(|m| {
-            format!(
-                "the snapshot's embeddings come from {} ({} dimensions, {} chunks) but goldset is configured for {} ({} dimensions): \
-                 set --embedder to match, or restore the JSON backup to re-embed",
-                m.model,
-                m.dimension,
-                m.chunks,
-                embedder.model_id(),
-                embedder.dimension()
-            )
-        });
+    let model_note = configured.and_then(|configured| {
+        manifest
+            .snapshot
+            .embedding_models
+            .iter()
+            .find(|m| !configured.matches(&m.model, m.dimension))
+            .map(|m| {
+                format!(
+                    "the snapshot's embeddings come from {} ({} dimensions, {} chunks) but goldset is configured for {configured}: \
+                     set --embedder to match, or restore the JSON backup to re-embed",
+                    m.model, m.dimension, m.chunks,
+                )
+            })
+    });
     Ok(LoadSummary {
         file: file.to_owned(),
         manifest,

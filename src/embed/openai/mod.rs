@@ -61,6 +61,11 @@ const CANCEL_CHECK: Duration = Duration::from_millis(100);
 /// The text of the dimension probe.
 const PROBE_TEXT: &str = "goldset dimension probe";
 
+/// The model id stored with the vectors of `openai:MODEL`.
+pub fn model_id(model: &str) -> String {
+    format!("openai:{model}")
+}
+
 /// How one attempt failed.
 enum Failure {
     /// Worth another attempt, after `retry_after` when the server said so.
@@ -163,7 +168,7 @@ impl OpenAiEmbedder {
             shown: endpoint::redact(&first),
             endpoint: first,
             model: model.to_owned(),
-            model_id: format!("openai:{model}"),
+            model_id: model_id(model),
             key: settings
                 .openai_api_key
                 .clone()
