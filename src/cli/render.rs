@@ -13,6 +13,7 @@ use goldset::ops::verify::Verification;
 use goldset::ops::OpError;
 use goldset::report::{Report, Verdict};
 use goldset::store::Inventory;
+use indicatif::HumanBytes;
 use serde_json::json;
 
 /// Where and how results are shown. Everything for stdout goes through one [`Stdout`].
@@ -27,15 +28,6 @@ macro_rules! say {
     ($out:expr, $($arg:tt)*) => {
         $out.stdout.line(&format!($($arg)*))
     };
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 impl Output {
@@ -140,26 +132,26 @@ impl Output {
                         m.model,
                         m.dimension,
                         m.entries,
-                        size(m.bytes),
+                        HumanBytes(m.bytes),
                         m.unused
                     ));
                 }
                 let mut text = "cache: ".to_owned();
                 if let Some(r) = s.removed {
-                    text += &format!("removed {} entries ({}); ", r.entries, size(r.bytes));
+                    text += &format!("removed {} entries ({}); ", r.entries, HumanBytes(r.bytes));
                 }
                 if let Some(c) = s.compacted {
                     text += &format!(
                         "file compacted from {} to {}; ",
-                        size(c.bytes_before),
-                        size(c.bytes_after)
+                        HumanBytes(c.bytes_before),
+                        HumanBytes(c.bytes_after)
                     );
                 }
                 let models = s.models.len();
                 text += &format!(
                     "{location} caches {} embeddings ({}) for {models} model{}, {} of them used by no chunk",
                     s.entries(),
-                    size(s.bytes()),
+                    HumanBytes(s.bytes()),
                     if models == 1 { "" } else { "s" },
                     s.unused()
                 );
@@ -177,7 +169,7 @@ impl Output {
                     "backup: {} {what} ({}; {}) in {:.2}s",
                     s.file.display(),
                     s.counts,
-                    size(s.bytes),
+                    HumanBytes(s.bytes),
                     s.elapsed.as_secs_f64()
                 ));
             }
@@ -196,7 +188,7 @@ impl Output {
                 } else {
                     format!("restore: restored {}", s.restored)
                 };
-                text += &format!(" from {} ({})", s.file.display(), size(s.bytes));
+                text += &format!(" from {} ({})", s.file.display(), HumanBytes(s.bytes));
                 match &s.removed {
                     Some(removed) if *removed == Inventory::default() => {
                         text += "; the database was empty"
@@ -395,7 +387,7 @@ impl Output {
                 s.file.display(),
                 s.manifest.snapshot.inventory,
                 s.manifest.snapshot.kind,
-                size(s.manifest.bytes),
+                HumanBytes(s.manifest.bytes),
                 &s.manifest.sha256[..12],
                 s.elapsed.as_secs_f64()
             )),

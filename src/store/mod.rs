@@ -510,23 +510,29 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Box<dyn Store>> {
 
 /// The URL with its password (if any) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.password().is_none() => url.to_owned(),
+        Ok(mut parsed) => match parsed.set_password(Some("***")) {
+            Ok(()) => parsed.into(),
+            Err(()) => hide_password(url),
+        },
+        // libpq URLs the WHATWG parser refuses (several hosts: `h1:5432,h2:5433`).
+        Err(_) => hide_password(url),
+    }
+}
+
+/// [`redact_url`] by hand: the password is what follows the first `:` of the userinfo (before
+/// the authority's last `@`).
+fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!("{}{}{}", &url[..scheme_end + 3], hidden, &rest[at..])
-        }
+        Some(at) => match authority[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     }
 }
@@ -544,5 +550,23 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite:golden.db"), "sqlite:golden.db");
         assert!(!redact_url("postgresql://a:p%40ss@h/d?sslmode=require").contains("p%40ss"));
+        assert_eq!(
+            redact_url("postgresql://a:p%40ss@h/d?sslmode=require"),
+            "postgresql://a:***@h/d?sslmode=require"
+        );
+        // Several hosts, as libpq takes them: the url crate refuses the port list.
+        assert_eq!(
+            redact_url("postgres://u:pw@h1:5432,h2:5433/db?target_session_attrs=any"),
+            "postgres://u:***@h1:5432,h2:5433/db?target_session_attrs=any"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h1:5432,h2:5433/db"),
+            "postgres://u@h1:5432,h2:5433/db"
+        );
+        // A password holding `@` and `:` (percent-encoding forgotten) is hidden whole.
+        assert_eq!(
+            redact_url("postgres://u:p:w@x@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }

@@ -3,15 +3,15 @@
 
 use super::super::{Result, StoreError};
 use super::PostgresStore;
+use std::hash::Hasher;
 
 /// The key of the lock a restore into `schema` holds: FNV-1a (64-bit) of `goldset:SCHEMA`,
 /// stable across runs, machines and goldset versions.
 pub fn lock_key(schema: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"goldset:".iter().chain(schema.as_bytes()) {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h as i64
+    let mut h = fnv::FnvHasher::default();
+    h.write(b"goldset:");
+    h.write(schema.as_bytes());
+    h.finish() as i64
 }
 
 impl PostgresStore {
