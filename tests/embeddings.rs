@@ -3,6 +3,8 @@
 //! (one transaction, batches, resumed after a kill, a dimension change on PostgreSQL), and the
 //! default embedder (the local model when the Hugging Face cache holds it, else `hash` with a
 //! notice).
+// A build without the `local` feature has the tests without the model only; their helpers rest.
+#![cfg_attr(not(feature = "local"), allow(dead_code))]
 
 use crate::common::{freeze, model_dir, pg_sessions, stderr, wait_for, Backend, Workspace};
 use serde_json::Value;
@@ -349,6 +351,7 @@ model_test! {
     }
 }
 
+#[cfg(feature = "local")]
 #[test]
 fn a_model_that_is_neither_a_folder_nor_cached_is_a_clear_error_offline() {
     let ws = Workspace::new();

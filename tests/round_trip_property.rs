@@ -221,6 +221,7 @@ proptest! {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// One PostgreSQL store (in a schema of its own) for all the cases of the PostgreSQL property.
 fn postgres_store() -> &'static std::sync::Mutex<Box<dyn Store + Send>> {
     static STORE: std::sync::OnceLock<std::sync::Mutex<Box<dyn Store + Send>>> =
@@ -238,6 +239,7 @@ fn postgres_store() -> &'static std::sync::Mutex<Box<dyn Store + Send>> {
     })
 }
 
+#[cfg(feature = "postgres")]
 /// The property on PostgreSQL: `postgres_restore_then_backup_gives_the_same_file::in_postgres`,
 /// ignored like every PostgreSQL test unless included.
 mod postgres_restore_then_backup_gives_the_same_file {

@@ -5,6 +5,9 @@
 //! `store_test!`s marked `#[needs_model]`) are `#[ignore]`d with the reason: plain `cargo test`
 //! lists them as ignored instead of passing them untested. `scripts/test` provides both and runs
 //! everything with `--include-ignored`; a test included without its service fails.
+//!
+//! A build without a feature (`--no-default-features`: SQLite and `hash` only) leaves out the
+//! tests of what it lacks: PostgreSQL's, the `local:` model's, the `openai:` embedder's.
 
 #[macro_use]
 mod common;
@@ -15,10 +18,15 @@ mod config_file;
 mod crash_safety;
 mod embeddings;
 mod format_bytes;
+#[cfg(feature = "local")]
 mod local_embedder;
+#[cfg(feature = "openai")]
 mod openai_embedder;
+#[cfg(feature = "openai")]
 mod openai_retries;
+#[cfg(feature = "openai")]
 mod openai_servers;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod restore_modes;
 mod round_trip;
@@ -45,6 +53,36 @@ fn required_services_are_configured() {
         assert!(
             set("GOLDSET_TEST_MODEL_DIR"),
             "GOLDSET_TEST_REQUIRE_MODEL=1 but GOLDSET_TEST_MODEL_DIR is not set: run scripts/test-model"
+        );
+    }
+}
+
+/// A build without a feature names it when asked for what it left out (exit 2, nothing done).
+#[cfg(not(all(feature = "postgres", feature = "local", feature = "openai")))]
+#[test]
+fn what_a_build_left_out_is_refused_with_the_feature_to_rebuild_with() {
+    use common::{stderr, Workspace};
+    let ws = Workspace::new();
+    let mut asked: Vec<(Vec<&str>, &str)> = Vec::new();
+    if cfg!(not(feature = "postgres")) {
+        asked.push((
+            vec!["--database-url", "postgres://u:secret@h/db", "status"],
+            "postgres",
+        ));
+    }
+    if cfg!(not(feature = "local")) {
+        asked.push((vec!["--embedder", "local:acme/m", "embed", "x"], "local"));
+    }
+    if cfg!(not(feature = "openai")) {
+        asked.push((vec!["--embedder", "openai:m", "embed", "x"], "openai"));
+    }
+    for (args, feature) in asked {
+        let out = ws.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let e = stderr(&out);
+        assert!(
+            e.contains(&format!("rebuild with --features {feature}")) && !e.contains("secret"),
+            "{args:?}: {e}"
         );
     }
 }

@@ -7,12 +7,18 @@
 //!   (OpenAI, Ollama, text-embeddings-inference, vLLM, infinity, LiteLLM); MODEL may contain `:` and `/`.
 
 mod hash;
+mod key;
+#[cfg(feature = "local")]
 pub mod local;
+#[cfg(feature = "openai")]
 pub mod openai;
 
 pub use hash::HashEmbedder;
+pub use key::ApiKey;
+#[cfg(feature = "local")]
 pub use local::LocalEmbedder;
-pub use openai::{ApiKey, OpenAiEmbedder};
+#[cfg(feature = "openai")]
+pub use openai::OpenAiEmbedder;
 
 /// Why an embedder could not be built or could not embed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,7 @@ pub enum EmbedError {
     #[error("embedding failed: {0}")]
     Failed(String),
     /// The `openai:` embedder's endpoint failed or answered something unusable.
+    #[cfg(feature = "openai")]
     #[error("openai embedder: {0}")]
     OpenAi(#[from] openai::OpenAiError),
 }
@@ -89,22 +96,40 @@ pub const DEFAULT_LOCAL_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// Hugging Face cache holds it (nothing is downloaded unasked), otherwise `hash` — with a one-line
 /// notice saying so.
 pub fn default_spec() -> (String, Option<String>) {
+    #[cfg(feature = "local")]
     if local::cached(DEFAULT_LOCAL_MODEL).is_some() {
         return (format!("local:{DEFAULT_LOCAL_MODEL}"), None);
     }
+    #[cfg(feature = "local")]
+    let why = "is not in the local Hugging Face cache";
+    #[cfg(not(feature = "local"))]
+    let why = "needs the local embedder, which this goldset was built without";
     (
         "hash".to_owned(),
         Some(format!(
             "embedding with `hash` (offline feature hashing, not a language model): {DEFAULT_LOCAL_MODEL} \
-             is not in the local Hugging Face cache; choose a model with --embedder or GOLDSET_EMBEDDER"
+             {why}; choose a model with --embedder or GOLDSET_EMBEDDER"
         )),
     )
+}
+
+/// Why a spec is refused by a build without the feature its embedder needs.
+#[cfg(not(all(feature = "local", feature = "openai")))]
+fn not_built(spec: &str, feature: &str) -> EmbedError {
+    EmbedError::InvalidSpec {
+        spec: spec.to_owned(),
+        reason: format!(
+            "this goldset was built without the {feature} embedder; rebuild with --features {feature}"
+        ),
+    }
 }
 
 /// What a spec names, parsed but not built.
 enum Spec<'a> {
     Hash(usize),
+    #[cfg_attr(not(feature = "local"), allow(dead_code))]
     Local(&'a str),
+    #[cfg_attr(not(feature = "openai"), allow(dead_code))]
     OpenAi(&'a str),
 }
 
@@ -145,11 +170,20 @@ fn parse(spec: &str) -> Result<Spec<'_>, EmbedError> {
 pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embedder>, EmbedError> {
     Ok(match parse(spec)? {
         Spec::Hash(dimension) => Box::new(HashEmbedder::new(dimension)),
+        #[cfg(feature = "local")]
         Spec::Local(target) => {
             let dir = local::locate(target)?;
             Box::new(LocalEmbedder::load(&dir, target)?)
         }
+        #[cfg(feature = "openai")]
         Spec::OpenAi(model) => Box::new(OpenAiEmbedder::connect(model, settings)?),
+        #[cfg(not(feature = "local"))]
+        Spec::Local(_) => return Err(not_built(spec, "local")),
+        #[cfg(not(feature = "openai"))]
+        Spec::OpenAi(_) => {
+            let _ = settings;
+            return Err(not_built(spec, "openai"));
+        }
     })
 }
 
@@ -190,14 +224,20 @@ pub fn model_of_spec(spec: &str) -> Result<ModelRef, EmbedError> {
             id: hash::model_id(dimension),
             dimension: Some(dimension),
         },
+        #[cfg(feature = "local")]
         Spec::Local(target) => ModelRef {
             id: local::model_name(target),
             dimension: None,
         },
+        #[cfg(feature = "openai")]
         Spec::OpenAi(model) => ModelRef {
             id: openai::model_id(model),
             dimension: None,
         },
+        #[cfg(not(feature = "local"))]
+        Spec::Local(_) => return Err(not_built(spec, "local")),
+        #[cfg(not(feature = "openai"))]
+        Spec::OpenAi(_) => return Err(not_built(spec, "openai")),
     })
 }
 
@@ -237,18 +277,52 @@ mod tests {
         assert!(!hash.matches("goldset-hash-v1-384", 384));
         assert!(!hash.matches("goldset-hash-v1-32", 31));
 
-        let local = model_of_spec("local:sentence-transformers/all-MiniLM-L6-v2").unwrap();
-        assert_eq!(local.dimension, None);
-        assert!(local.matches("sentence-transformers/all-MiniLM-L6-v2@0123456789ab", 384));
-        assert!(!local.matches("sentence-transformers/all-MiniLM-L6-v2-x@0123456789ab", 384));
-        assert!(!local.matches("BAAI/bge-small-en@0123456789ab", 384));
-
-        let openai = model_of_spec("openai:text-embedding-3-small").unwrap();
-        assert!(openai.matches("openai:text-embedding-3-small", 1536));
-        assert!(!openai.matches("openai:text-embedding-3-large", 3072));
+        #[cfg(feature = "local")]
+        {
+            let local = model_of_spec("local:sentence-transformers/all-MiniLM-L6-v2").unwrap();
+            assert_eq!(local.dimension, None);
+            assert!(local.matches("sentence-transformers/all-MiniLM-L6-v2@0123456789ab", 384));
+            assert!(!local.matches("sentence-transformers/all-MiniLM-L6-v2-x@0123456789ab", 384));
+            assert!(!local.matches("BAAI/bge-small-en@0123456789ab", 384));
+        }
+        #[cfg(feature = "openai")]
+        {
+            let openai = model_of_spec("openai:text-embedding-3-small").unwrap();
+            assert!(openai.matches("openai:text-embedding-3-small", 1536));
+            assert!(!openai.matches("openai:text-embedding-3-large", 3072));
+        }
 
         assert!(model_of_spec("hash:0").is_err());
         assert!(model_of_spec("local:").is_err());
         assert!(model_of_spec("bogus").is_err());
+    }
+
+    #[cfg(not(all(feature = "local", feature = "openai")))]
+    #[test]
+    fn a_spec_for_an_embedder_left_out_of_the_build_says_how_to_get_it() {
+        #[cfg(not(feature = "local"))]
+        for e in [
+            model_of_spec("local:m").unwrap_err(),
+            from_spec("local:m", &EmbedderSettings::default())
+                .err()
+                .unwrap(),
+        ] {
+            assert!(
+                e.to_string().contains("rebuild with --features local"),
+                "{e}"
+            );
+        }
+        #[cfg(not(feature = "openai"))]
+        for e in [
+            model_of_spec("openai:m").unwrap_err(),
+            from_spec("openai:m", &EmbedderSettings::default())
+                .err()
+                .unwrap(),
+        ] {
+            assert!(
+                e.to_string().contains("rebuild with --features openai"),
+                "{e}"
+            );
+        }
     }
 }

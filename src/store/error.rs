@@ -26,6 +26,7 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL reported an error (connection parameters are never part of the message).
+    #[cfg(feature = "postgres")]
     #[error("postgres: {}", super::postgres::describe(.0))]
     Postgres(#[from] ::postgres::Error),
     /// The operation would lose or mix up data; the text says why and what to do. Nothing was

@@ -9,6 +9,7 @@ pub mod catalog;
 mod error;
 pub mod layout;
 mod merge;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
@@ -245,7 +246,13 @@ pub enum NativeCheck {
 pub fn check_native(kind: &str, file: &Path, tools: &NativeTools) -> NativeCheck {
     match kind {
         "sqlite" => sqlite::check_file(file),
+        #[cfg(feature = "postgres")]
         "postgres-custom" => postgres::check_archive(file, tools),
+        #[cfg(not(feature = "postgres"))]
+        "postgres-custom" => {
+            let _ = tools;
+            NativeCheck::Unchecked(WITHOUT_POSTGRES.into())
+        }
         other => NativeCheck::Unreadable(format!("unknown snapshot kind {other:?}")),
     }
 }
@@ -500,13 +507,24 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Box<dyn Store>> {
         )?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
         return Ok(Box::new(postgres::PostgresStore::open(url, options)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::InvalidUrl {
+            url: redact_url(url),
+            reason: WITHOUT_POSTGRES.into(),
+        });
     }
     Err(StoreError::InvalidUrl {
         url: redact_url(url),
         reason: "expected sqlite:PATH or postgres://…".into(),
     })
 }
+
+/// Why a PostgreSQL URL or archive is refused by a build without the `postgres` feature.
+#[cfg(not(feature = "postgres"))]
+const WITHOUT_POSTGRES: &str =
+    "this goldset was built without PostgreSQL support; rebuild with --features postgres";
 
 /// The URL with its password (if any) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
@@ -568,5 +586,16 @@ mod tests {
             redact_url("postgres://u:p:w@x@h/db"),
             "postgres://u:***@h/db"
         );
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn a_postgres_url_in_a_build_without_postgres_says_how_to_get_it() {
+        let e = open("postgres://u:pw@h/db", &OpenOptions::default())
+            .err()
+            .unwrap();
+        let text = e.to_string();
+        assert!(text.contains("rebuild with --features postgres"), "{text}");
+        assert!(!text.contains("pw"), "{text}");
     }
 }

@@ -44,14 +44,17 @@ macro_rules! store_test {
             #[allow(unused_imports)]
             use super::*;
 
+            #[cfg_attr(not(feature = "local"), allow(dead_code))]
             fn run($backend: $crate::common::Backend) $body
 
+            #[cfg(feature = "local")]
             #[test]
             #[ignore = "needs the model: scripts/test, or GOLDSET_TEST_MODEL_DIR=… cargo test -- --include-ignored"]
             fn in_sqlite_with_model() {
                 run($crate::common::Backend::Sqlite)
             }
 
+            #[cfg(all(feature = "postgres", feature = "local"))]
             #[test]
             #[ignore = "needs PostgreSQL and the model: scripts/test, or GOLDSET_TEST_PG_URL=… GOLDSET_TEST_MODEL_DIR=… cargo test -- --include-ignored"]
             fn in_postgres_with_model() {
@@ -72,6 +75,7 @@ macro_rules! store_test {
                 run($crate::common::Backend::Sqlite)
             }
 
+            #[cfg(feature = "postgres")]
             #[test]
             #[ignore = "needs PostgreSQL: scripts/test, or GOLDSET_TEST_PG_URL=… cargo test -- --include-ignored"]
             fn in_postgres() {
@@ -90,6 +94,7 @@ macro_rules! pg_test {
             #[allow(unused_imports)]
             use super::*;
 
+            #[cfg(feature = "postgres")]
             #[test]
             #[ignore = "needs PostgreSQL: scripts/test, or GOLDSET_TEST_PG_URL=… cargo test -- --include-ignored"]
             fn in_postgres() $body
@@ -106,6 +111,7 @@ macro_rules! model_test {
             #[allow(unused_imports)]
             use super::*;
 
+            #[cfg(feature = "local")]
             #[test]
             #[ignore = "needs the model: scripts/test, or GOLDSET_TEST_MODEL_DIR=… cargo test -- --include-ignored"]
             fn with_model() $body

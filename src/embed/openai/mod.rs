@@ -27,13 +27,12 @@
 
 mod endpoint;
 mod error;
-mod key;
 mod response;
 mod retry;
 mod slots;
 
+pub use super::key::ApiKey;
 pub use error::OpenAiError;
-pub use key::ApiKey;
 pub use retry::{DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX_DELAY, DEFAULT_RETRY_WINDOW};
 
 use super::{EmbedError, Embedder, EmbedderSettings};

@@ -1,4 +1,5 @@
-//! The API key, kept out of messages and logs.
+//! The API key of the `openai:` embedder, kept out of messages and logs (a setting in every
+//! build, so that flags and configuration parse the same with or without the `openai` feature).
 
 use std::fmt;
 
