@@ -57,9 +57,9 @@ pub struct RestoreOptions {
     /// Take vectors from the embedding cache where it has them (`--no-cache`: false; fresh
     /// vectors are cached either way).
     pub use_cache: bool,
-    /// With `replace`: go ahead when rows of an application's other tables reference rows the
-    /// restore deletes (their foreign keys then cascade or set null, as the application
-    /// declared). Without it, such a restore is refused before anything changes.
+    /// Go ahead when rows of an application's other tables reference rows the restore deletes
+    /// (their foreign keys then cascade or set null, as the application declared). Without it,
+    /// such a restore is refused and nothing changes.
     pub allow_cascade: bool,
 }
 
@@ -127,9 +127,7 @@ pub fn restore(
     // An application's tables are replaced by applying the difference (unchanged rows keep
     // their row, embedding and index entries); goldset's own by deleting and loading in bulk.
     let by_difference = options.replace && tx.replaces_by_difference();
-    if options.replace {
-        refuse_dependents(&mut *tx, options.allow_cascade)?;
-    }
+    tx.allow_cascade(options.allow_cascade);
     let removed = if options.replace && !by_difference {
         let before = tx.inventory()?;
         tx.delete_all()?;
@@ -284,42 +282,6 @@ pub fn restore(
         dry_run: options.dry_run,
         elapsed: started.elapsed(),
     })
-}
-
-/// Refuses a `--replace` whose deletes would reach rows outside the dataset (an application's
-/// table with a foreign key onto a mapped one), naming them, unless `allow` — and always when the
-/// application's key forbids the delete.
-fn refuse_dependents(tx: &mut dyn WriteTransaction, allow: bool) -> Result<(), OpError> {
-    let dependents = tx.dependents()?;
-    let describe = |d: &crate::store::Dependent| {
-        format!(
-            "{} rows of {} reference {} (ON DELETE {})",
-            d.rows,
-            d.table,
-            d.references,
-            d.on_delete.to_uppercase()
-        )
-    };
-    let blocked: Vec<String> = dependents
-        .iter()
-        .filter(|d| matches!(d.on_delete.as_str(), "restrict" | "no action"))
-        .map(describe)
-        .collect();
-    if !blocked.is_empty() {
-        return Err(OpError::Refused(format!(
-            "restore --replace cannot delete the dataset's rows: {}; nothing was changed",
-            blocked.join("; ")
-        )));
-    }
-    if !allow && !dependents.is_empty() {
-        let all: Vec<String> = dependents.iter().map(describe).collect();
-        return Err(OpError::Refused(format!(
-            "restore --replace would delete or change rows outside the golden dataset: {}; \
-             nothing was changed (pass --allow-cascade to go ahead)",
-            all.join("; ")
-        )));
-    }
-    Ok(())
 }
 
 /// One model per database: an additive restore with another model than the one that embedded

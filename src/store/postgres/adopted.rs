@@ -9,11 +9,11 @@
 //! each embedding and the embedding cache — lives in a schema of its own, created by the first
 //! writing command.
 
-use super::super::catalog::Catalog;
+use super::super::catalog::{cascade_refusal, Catalog, ForeignKey};
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::{
-    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, Dependent,
-    EmbeddingModel, Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
+    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
+    Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::connect::quote;
 use super::decode;
@@ -33,6 +33,8 @@ pub(super) struct AdoptedWrite<'c> {
     /// Each mapped column's type, `table.column` → `uuid`, `vector(384)`, ….
     types: HashMap<String, String>,
     catalog: Catalog,
+    /// `--allow-cascade`: deletes may cascade into (or null out) rows outside the dataset.
+    allow_cascade: bool,
     done: bool,
 }
 
@@ -309,6 +311,7 @@ impl<'c> AdoptedWrite<'c> {
             layout,
             types,
             catalog,
+            allow_cascade: false,
             done: false,
         };
         tx.check_required_columns()?;
@@ -456,6 +459,7 @@ impl<'c> AdoptedWrite<'c> {
 
     /// Deletes the rows of `table` whose `column` is one of `ids` (all rows with `None`).
     fn delete_where(&mut self, table: &str, column: &str, ids: Option<&[String]>) -> Result<()> {
+        self.check_cascades(table, column, ids)?;
         match ids {
             None => {
                 self.client
@@ -469,6 +473,44 @@ impl<'c> AdoptedWrite<'c> {
                     self.id_array(1, table, column)
                 );
                 self.client.execute(&sql, &[&ids])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before rows of `table` are deleted: refuses when rows of a table outside the dataset
+    /// reference them, unless the user allowed the cascade (and the key allows the delete).
+    fn check_cascades(&mut self, table: &str, column: &str, ids: Option<&[String]>) -> Result<()> {
+        let mapped: Vec<&str> = self.layout.tables().iter().map(|(t, _)| *t).collect();
+        let keys: Vec<ForeignKey> = self
+            .catalog
+            .references_into(table, &mapped)
+            .into_iter()
+            .cloned()
+            .collect();
+        for key in keys {
+            let (filter, rows): (String, i64) = match ids {
+                None => {
+                    let sql = self.catalog.referencing_rows_sql(&key, table, "");
+                    (sql.clone(), self.client.query_one(&sql, &[])?.get(0))
+                }
+                Some(ids) => {
+                    let filter = format!(
+                        "WHERE t.{} = ANY({})",
+                        q(column),
+                        self.id_array(1, table, column)
+                    );
+                    let sql = self.catalog.referencing_rows_sql(&key, table, &filter);
+                    (sql.clone(), self.client.query_one(&sql, &[&ids])?.get(0))
+                }
+            };
+            tracing::debug!(
+                sql = filter,
+                rows,
+                "rows outside the dataset referencing a delete"
+            );
+            if let Some(refusal) = cascade_refusal(&key, rows, self.allow_cascade) {
+                return Err(refusal);
             }
         }
         Ok(())
@@ -497,6 +539,56 @@ impl<'c> AdoptedWrite<'c> {
             Some(model) => self.record_models(model, &embedded),
             None => Ok(()),
         }
+    }
+
+    /// Updates a stored chunk in place (same id, same analysis, same position): its text and
+    /// section fields, and its embedding when `vector` is given.
+    fn update_chunk(&mut self, chunk: &Chunk, vector: Option<&[f32]>, model: &str) -> Result<()> {
+        let l = self.layout;
+        let c = &l.chunks;
+        let mut sets: Vec<(&str, Option<String>)> = vec![
+            (&c.content, Some(chunk.content.clone())),
+            (&c.content_type, Some(chunk.content_type.clone())),
+        ];
+        if let Some(column) = &c.section_title {
+            sets.push((column, chunk.section_title.clone()));
+        }
+        if let Some(column) = &c.section_path {
+            sets.push((column, chunk.section_path.clone()));
+        }
+        if let Some(v) = vector {
+            sets.push((&c.embedding, Some(vector_text(v, l.embedding))));
+            if let Some(column) = &c.embedding_model {
+                sets.push((column, Some(model.to_owned())));
+            }
+        }
+        let assignments: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| {
+                format!(
+                    "{} = ${}::text::{}",
+                    q(column),
+                    i + 2,
+                    self.type_of(&c.table, column)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} = $1::text::{}",
+            q(&c.table),
+            assignments.join(", "),
+            q(&c.id),
+            self.type_of(&c.table, &c.id)
+        );
+        let id = Some(l.ids.text(&chunk.id));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id];
+        params.extend(sets.iter().map(|(_, v)| v as &(dyn ToSql + Sync)));
+        self.client.execute(&sql, &params)?;
+        if vector.is_some() {
+            self.record_models(model, &[l.ids.text(&chunk.id)])?;
+        }
+        Ok(())
     }
 
     /// Rewrites an analysis's own row (url, content type, status, time, JSON findings).
@@ -555,48 +647,8 @@ impl<'c> AdoptedWrite<'c> {
 }
 
 impl WriteTransaction for AdoptedWrite<'_> {
-    fn dependents(&mut self) -> Result<Vec<Dependent>> {
-        let mapped: Vec<String> = self
-            .layout
-            .tables()
-            .iter()
-            .filter_map(|(t, _)| self.catalog.table(t).map(|x| x.name.clone()))
-            .collect();
-        let keys: Vec<_> = self
-            .catalog
-            .foreign_keys
-            .iter()
-            .filter(|k| mapped.contains(&k.to_table) && !mapped.contains(&k.from_table))
-            .cloned()
-            .collect();
-        let mut found = Vec::new();
-        for key in keys {
-            let condition: Vec<String> = key
-                .from_columns
-                .iter()
-                .map(|c| format!("{} IS NOT NULL", q(c)))
-                .collect();
-            let rows: i64 = self
-                .client
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM {} WHERE {}",
-                        q(&key.from_table),
-                        condition.join(" AND ")
-                    ),
-                    &[],
-                )?
-                .get(0);
-            if rows > 0 {
-                found.push(Dependent {
-                    table: key.from_table,
-                    references: key.to_table,
-                    on_delete: key.on_delete,
-                    rows: rows as u64,
-                });
-            }
-        }
-        Ok(found)
+    fn allow_cascade(&mut self, allow: bool) {
+        self.allow_cascade = allow;
     }
 
     fn inventory(&mut self) -> Result<Inventory> {
@@ -874,7 +926,12 @@ impl WriteTransaction for AdoptedWrite<'_> {
         Ok(found)
     }
 
-    fn apply_patch(&mut self, patch: &Patch<'_>, vectors: &[Vec<f32>], model: &str) -> Result<()> {
+    fn apply_patch(
+        &mut self,
+        patch: &Patch<'_>,
+        vectors: &HashMap<Uuid, Vec<f32>>,
+        model: &str,
+    ) -> Result<()> {
         let l = self.layout;
         let analysis = patch.analysis;
         let id = vec![l.ids.text(&analysis.id)];
@@ -900,9 +957,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
             )?;
             self.delete_where(&c.table, &c.id, Some(&gone))?;
         }
-        for (i, &at) in patch.add_chunks.iter().enumerate() {
-            let vector = vectors.get(i).map(|v| (model, v.as_slice()));
-            rows.chunk(analysis, &analysis.chunks[at], vector);
+        for &at in &patch.add_chunks {
+            let chunk = &analysis.chunks[at];
+            let vector = vectors.get(&chunk.id).map(|v| (model, v.as_slice()));
+            rows.chunk(analysis, chunk, vector);
         }
         if patch.artifact {
             if let Some(t) = &l.artifacts {
@@ -910,7 +968,13 @@ impl WriteTransaction for AdoptedWrite<'_> {
                 rows.artifact(analysis);
             }
         }
-        self.insert_rows(rows, Some(model))
+        self.insert_rows(rows, Some(model))?;
+        for &at in &patch.update_chunks {
+            let chunk = &analysis.chunks[at];
+            let vector = vectors.get(&chunk.id).map(Vec::as_slice);
+            self.update_chunk(chunk, vector, model)?;
+        }
+        Ok(())
     }
 
     fn delete_analyses_except(&mut self, keep: &[Uuid]) -> Result<Counts> {

@@ -5,11 +5,11 @@
 //! the model of each embedding and the embedding cache — lives in two tables of its own in the
 //! same file (`goldset_*`), created by the first writing command.
 
-use super::super::catalog::Catalog;
+use super::super::catalog::{cascade_refusal, Catalog};
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::{
-    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, Dependent,
-    EmbeddingModel, Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
+    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
+    Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::decode;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
@@ -25,6 +25,8 @@ pub(super) struct AdoptedWrite<'c> {
     tx: Transaction<'c>,
     layout: &'c Layout,
     catalog: Catalog,
+    /// `--allow-cascade`: deletes may cascade into (or null out) rows outside the dataset.
+    allow_cascade: bool,
 }
 
 /// `INSERT INTO table (columns) VALUES (?1, …)`, quoted.
@@ -64,6 +66,7 @@ impl<'c> AdoptedWrite<'c> {
             tx,
             layout,
             catalog,
+            allow_cascade: false,
         };
         w.check_required_columns()?;
         Ok(w)
@@ -137,6 +140,7 @@ impl<'c> AdoptedWrite<'c> {
 
     /// Deletes the rows of `table` whose `column` is `id` (every row with `None`).
     fn delete_where(&self, table: &str, column: &str, id: Option<&Value>) -> Result<()> {
+        self.check_cascades(table, column, id)?;
         match id {
             None => self.tx.execute(&format!("DELETE FROM {}", q(table)), [])?,
             Some(id) => self
@@ -148,6 +152,34 @@ impl<'c> AdoptedWrite<'c> {
                 ))?
                 .execute([id])?,
         };
+        Ok(())
+    }
+
+    /// Before rows of `table` are deleted: refuses when rows of a table outside the dataset
+    /// reference them, unless the user allowed the cascade (and the key allows the delete).
+    fn check_cascades(&self, table: &str, column: &str, id: Option<&Value>) -> Result<()> {
+        let mapped: Vec<&str> = self.layout.tables().iter().map(|(t, _)| *t).collect();
+        for key in self.catalog.references_into(table, &mapped) {
+            let rows: i64 = match id {
+                None => self.tx.query_row(
+                    &self.catalog.referencing_rows_sql(key, table, ""),
+                    [],
+                    |r| r.get(0),
+                )?,
+                Some(id) => self.tx.query_row(
+                    &self.catalog.referencing_rows_sql(
+                        key,
+                        table,
+                        &format!("WHERE t.{} = ?1", q(column)),
+                    ),
+                    [id],
+                    |r| r.get(0),
+                )?,
+            };
+            if let Some(refusal) = cascade_refusal(key, rows, self.allow_cascade) {
+                return Err(refusal);
+            }
+        }
         Ok(())
     }
 
@@ -383,6 +415,50 @@ impl<'c> AdoptedWrite<'c> {
         Ok(Some(analysis))
     }
 
+    /// Updates a stored chunk in place (same id, same analysis, same position): its text and
+    /// section fields, and its embedding when `vector` is given.
+    fn update_chunk(&self, chunk: &Chunk, vector: Option<&[f32]>, model: &str) -> Result<()> {
+        let c = &self.layout.chunks;
+        let mut sets: Vec<(&str, Value)> = vec![
+            (&c.content, Value::Text(chunk.content.clone())),
+            (&c.content_type, Value::Text(chunk.content_type.clone())),
+        ];
+        for (column, value) in [
+            (&c.section_title, &chunk.section_title),
+            (&c.section_path, &chunk.section_path),
+        ] {
+            if let Some(column) = column {
+                sets.push((column, value.clone().map_or(Value::Null, Value::Text)));
+            }
+        }
+        if let Some(v) = vector {
+            sets.push((&c.embedding, self.vector(v)));
+            if let Some(column) = &c.embedding_model {
+                sets.push((column, Value::Text(model.to_owned())));
+            }
+        }
+        let assignments: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!("{} = ?{}", q(column), i + 2))
+            .collect();
+        let id = self.id(&chunk.id);
+        let mut values = vec![id.clone()];
+        values.extend(sets.into_iter().map(|(_, v)| v));
+        self.tx
+            .prepare_cached(&format!(
+                "UPDATE {} SET {} WHERE {} = ?1",
+                q(&c.table),
+                assignments.join(", "),
+                q(&c.id)
+            ))?
+            .execute(params_from_iter(values))?;
+        if vector.is_some() {
+            self.record_model(model, &id)?;
+        }
+        Ok(())
+    }
+
     /// Deletes chunks by id, with goldset's record of their model.
     fn delete_chunks(&self, ids: &[Uuid]) -> Result<()> {
         let c = &self.layout.chunks;
@@ -398,38 +474,8 @@ impl<'c> AdoptedWrite<'c> {
 }
 
 impl WriteTransaction for AdoptedWrite<'_> {
-    fn dependents(&mut self) -> Result<Vec<Dependent>> {
-        let mapped: Vec<&str> = self.layout.tables().iter().map(|(t, _)| *t).collect();
-        let mut found = Vec::new();
-        for key in &self.catalog.foreign_keys {
-            if !mapped.contains(&key.to_table.as_str()) || mapped.contains(&key.from_table.as_str())
-            {
-                continue;
-            }
-            let condition: Vec<String> = key
-                .from_columns
-                .iter()
-                .map(|c| format!("{} IS NOT NULL", q(c)))
-                .collect();
-            let rows: i64 = self.tx.query_row(
-                &format!(
-                    "SELECT count(*) FROM {} WHERE {}",
-                    q(&key.from_table),
-                    condition.join(" AND ")
-                ),
-                [],
-                |r| r.get(0),
-            )?;
-            if rows > 0 {
-                found.push(Dependent {
-                    table: key.from_table.clone(),
-                    references: key.to_table.clone(),
-                    on_delete: key.on_delete.clone(),
-                    rows: rows as u64,
-                });
-            }
-        }
-        Ok(found)
+    fn allow_cascade(&mut self, allow: bool) {
+        self.allow_cascade = allow;
     }
 
     fn inventory(&mut self) -> Result<Inventory> {
@@ -588,7 +634,12 @@ impl WriteTransaction for AdoptedWrite<'_> {
         Ok(found)
     }
 
-    fn apply_patch(&mut self, patch: &Patch<'_>, vectors: &[Vec<f32>], model: &str) -> Result<()> {
+    fn apply_patch(
+        &mut self,
+        patch: &Patch<'_>,
+        vectors: &HashMap<Uuid, Vec<f32>>,
+        model: &str,
+    ) -> Result<()> {
         let l = self.layout;
         let a = patch.analysis;
         let id = self.id(&a.id);
@@ -616,9 +667,14 @@ impl WriteTransaction for AdoptedWrite<'_> {
             }
         }
         self.delete_chunks(&patch.remove_chunks)?;
-        for (i, &at) in patch.add_chunks.iter().enumerate() {
-            let vector = vectors.get(i).map(|v| (model, v.as_slice()));
-            self.insert_chunk(a, &a.chunks[at], vector)?;
+        for &at in &patch.add_chunks {
+            let chunk = &a.chunks[at];
+            let vector = vectors.get(&chunk.id).map(|v| (model, v.as_slice()));
+            self.insert_chunk(a, chunk, vector)?;
+        }
+        for &at in &patch.update_chunks {
+            let chunk = &a.chunks[at];
+            self.update_chunk(chunk, vectors.get(&chunk.id).map(Vec::as_slice), model)?;
         }
         if patch.artifact {
             if let Some(t) = &l.artifacts {

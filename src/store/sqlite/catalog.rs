@@ -37,13 +37,18 @@ pub(super) fn read(conn: &Connection) -> Result<Catalog> {
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
             let column: String = r.get(3)?;
+            let to: Option<String> = r.get(4)?;
             match by_id.iter_mut().find(|(k, _)| *k == id) {
-                Some((_, key)) => key.from_columns.push(column),
+                Some((_, key)) => {
+                    key.from_columns.push(column);
+                    key.to_columns.extend(to);
+                }
                 None => by_id.push((
                     id,
                     ForeignKey {
                         from_table: name.clone(),
                         from_columns: vec![column],
+                        to_columns: to.into_iter().collect(),
                         to_table: r.get(2)?,
                         on_delete: r.get::<_, String>(6)?.to_lowercase(),
                     },
