@@ -151,6 +151,37 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Refuses a restore into `layout`'s tables when one of them has a NOT NULL column without
+    /// a default that is neither mapped nor filled (`[mapping.fill]`): the first insert would
+    /// fail, so say which before anything is written.
+    pub fn check_required_columns(&self, layout: &Layout) -> Result<(), StoreError> {
+        let mut missing = Vec::new();
+        for (table, columns) in layout.tables() {
+            let Some(t) = self.table(table) else {
+                continue;
+            };
+            let filled = layout.fill.get(table);
+            for c in &t.columns {
+                if c.not_null
+                    && !c.has_default
+                    && !columns.contains(&c.name.as_str())
+                    && !filled.is_some_and(|f| f.contains_key(&c.name))
+                {
+                    missing.push(format!("{}.{}", t.name, c.name));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Refused(format!(
+            "{} NOT NULL with no default and not in the mapping: give a value in [mapping.fill.\"TABLE\"] (nothing was changed)",
+            missing.join(", ")
+        )))
+    }
+}
+
 /// Why deleting rows that other tables reference is refused (or, for `CASCADE` / `SET NULL`
 /// with the user's consent, allowed): the message names the tables and the rows at stake.
 pub fn cascade_refusal(key: &ForeignKey, rows: i64, allow: bool) -> Option<StoreError> {

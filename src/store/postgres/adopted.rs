@@ -314,37 +314,9 @@ impl<'c> AdoptedWrite<'c> {
             allow_cascade: false,
             done: false,
         };
-        tx.check_required_columns()?;
+        tx.catalog.check_required_columns(tx.layout)?;
         tx.ensure_bookkeeping()?;
         Ok(tx)
-    }
-
-    /// A NOT NULL column without a default outside the mapping (and not filled) would fail the
-    /// first insert: say which before anything is written.
-    fn check_required_columns(&self) -> Result<()> {
-        let mut missing = Vec::new();
-        for (table, columns) in self.layout.tables() {
-            let Some(t) = self.catalog.table(table) else {
-                continue;
-            };
-            let filled = self.layout.fill.get(table);
-            for c in &t.columns {
-                if c.not_null
-                    && !c.has_default
-                    && !columns.contains(&c.name.as_str())
-                    && !filled.is_some_and(|f| f.contains_key(&c.name))
-                {
-                    missing.push(format!("{}.{}", t.name, c.name));
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(StoreError::Refused(format!(
-            "{} NOT NULL with no default and not in the mapping: give a value in [mapping.fill.\"TABLE\"] (nothing was changed)",
-            missing.join(", ")
-        )))
     }
 
     /// goldset's schema beside the application's: the model of each embedding, the cache.
