@@ -593,3 +593,27 @@ pg_test! {
         app.ok(&["verify", "--file", "edited.json"]);
     }
 }
+
+pg_test! {
+    /// A NOT NULL column outside the mapping with no default is named before anything is
+    /// written; a value from [mapping.fill] then goes into every new row.
+    fn required_columns_are_named_then_filled() {
+        let app = App::new(Layout::OtherPostgres);
+        app.ok(&["adopt", "--write", "-q"]);
+        app.sql("ALTER TABLE app.documents ALTER COLUMN owner DROP DEFAULT");
+        let file = sample();
+        let refused = app.run(&["restore", "--file", file.to_str().unwrap()]);
+        assert_eq!(refused.status.code(), Some(2));
+        assert!(stderr(&refused).contains("app.documents.owner NOT NULL with no default"), "{}", stderr(&refused));
+        assert_eq!(app.column("SELECT count(*)::text FROM app.documents"), vec!["0"]);
+        let mut config = std::fs::read_to_string(app.path("goldset.toml")).unwrap();
+        config += "\n[mapping.fill.\"app.documents\"]\nowner = \"golden-set\"\n";
+        std::fs::write(app.path("goldset.toml"), config).unwrap();
+        app.ok(&["restore", "-q", "--file", file.to_str().unwrap()]);
+        assert_eq!(
+            app.column("SELECT DISTINCT owner FROM app.documents"),
+            vec!["golden-set"]
+        );
+        assert_eq!(backup_text(&app, "filled.json"), own_backup());
+    }
+}

@@ -16,13 +16,17 @@ use super::super::{
     Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::connect::quote;
+use super::copy::BinaryRows;
 use super::decode;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use super::Names;
 use crate::model::{Analysis, Chunk, Counts};
-use postgres::types::ToSql;
+use pgvector::Vector;
+use postgres::types::{IsNull, Json, ToSql, Type};
 use postgres::Client;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
 /// A write transaction on an application's tables.
@@ -33,6 +37,8 @@ pub(super) struct AdoptedWrite<'c> {
     /// Each mapped column's type, `table.column` → `uuid`, `vector(384)`, ….
     types: HashMap<String, String>,
     catalog: Catalog,
+    /// Column types by `table:columns`, for binary `COPY`.
+    column_types: HashMap<String, Vec<Type>>,
     /// `--allow-cascade`: deletes may cascade into (or null out) rows outside the dataset.
     allow_cascade: bool,
     done: bool,
@@ -65,11 +71,6 @@ fn vector_text(v: &[f32], encoding: EmbeddingEncoding) -> String {
     }
 }
 
-/// A value as JSON text (the records' JSON parts always serialize).
-fn json_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("JSON values serialize")
-}
-
 /// A vector from the text PostgreSQL gives for the column (`[1,2]`, `{1,2}`, or hex bytes).
 fn parse_vector(text: &str, encoding: EmbeddingEncoding) -> Option<Vec<f32>> {
     if encoding == EmbeddingEncoding::F32Le {
@@ -85,11 +86,101 @@ fn parse_vector(text: &str, encoding: EmbeddingEncoding) -> Option<Vec<f32>> {
     inner.split(',').map(|x| x.trim().parse().ok()).collect()
 }
 
-/// Columns of one table and a text value per row for each: one `INSERT … SELECT … unnest`.
+/// One value of a row, typed, before it is encoded for a column of the application's type.
+#[derive(Debug, Clone)]
+enum Cell {
+    Null,
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Json(serde_json::Value),
+    Id(Uuid),
+    Time(crate::timestamp::Timestamp),
+    Vector(Vec<f32>),
+}
+
+impl Cell {
+    fn json<T: serde::Serialize>(value: &T) -> Cell {
+        Cell::Json(serde_json::to_value(value).expect("JSON values serialize"))
+    }
+
+    fn text_or_null(value: &Option<String>) -> Cell {
+        value.clone().map_or(Cell::Null, Cell::Text)
+    }
+
+    /// The value as text, for a cast to the column's type.
+    fn text(&self, layout: &Layout) -> Option<String> {
+        Some(match self {
+            Cell::Null => return None,
+            Cell::Text(t) => t.clone(),
+            Cell::Int(i) => i.to_string(),
+            Cell::Float(f) => f.to_string(),
+            Cell::Json(v) => v.to_string(),
+            Cell::Id(id) => layout.ids.text(id),
+            Cell::Time(t) => match layout.timestamps {
+                TimeEncoding::Text => t.naive_utc_text(),
+                _ => t.to_string(),
+            },
+            Cell::Vector(v) => vector_text(v, layout.embedding),
+        })
+    }
+
+    /// The value for a column of type `ty` in binary `COPY`, or `None` when this kind of value
+    /// does not go into that type without a cast (the text path then does it).
+    fn typed(&self, ty: &Type, layout: &Layout) -> Option<Box<dyn ToSql + Sync>> {
+        let text_type = matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME);
+        Some(match (self, ty) {
+            (Cell::Null, _) => Box::new(Null),
+            (Cell::Id(id), &Type::UUID) => Box::new(*id),
+            (Cell::Int(i), &Type::INT2) => Box::new(i16::try_from(*i).ok()?),
+            (Cell::Int(i), &Type::INT4) => Box::new(i32::try_from(*i).ok()?),
+            (Cell::Int(i), &Type::INT8) => Box::new(*i),
+            (Cell::Float(f), &Type::FLOAT8) => Box::new(*f),
+            (Cell::Json(v), &Type::JSON | &Type::JSONB) => Box::new(Json(v.clone())),
+            (Cell::Time(t), &Type::TIMESTAMPTZ) => {
+                let nanos = i128::from(t.unix_micros()) * 1000;
+                Box::new(OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?)
+            }
+            (Cell::Time(t), &Type::TIMESTAMP) => {
+                let nanos = i128::from(t.unix_micros()) * 1000;
+                let utc = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+                Box::new(PrimitiveDateTime::new(utc.date(), utc.time()))
+            }
+            (Cell::Vector(v), ty) if ty.name() == "vector" => Box::new(Vector::from(v.clone())),
+            (Cell::Vector(v), &Type::FLOAT4_ARRAY) => Box::new(v.clone()),
+            (Cell::Vector(v), &Type::BYTEA) => Box::new(vector_to_blob(v)),
+            (Cell::Float(_) | Cell::Vector(_), _) => return None,
+            (cell, _) if text_type => Box::new(cell.text(layout)?),
+            _ => return None,
+        })
+    }
+}
+
+/// NULL, for a column of any type.
+#[derive(Debug)]
+struct Null;
+
+impl ToSql for Null {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(IsNull::Yes)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// Columns of one table and the rows to insert into them.
 struct Rows {
     table: String,
     columns: Vec<String>,
-    values: Vec<Vec<Option<String>>>,
+    rows: Vec<Vec<Cell>>,
 }
 
 impl Rows {
@@ -97,14 +188,13 @@ impl Rows {
         Rows {
             table: table.to_owned(),
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
-            values: vec![Vec::new(); columns.len()],
+            rows: Vec::new(),
         }
     }
 
-    fn push(&mut self, row: Vec<Option<String>>) {
-        for (column, value) in self.values.iter_mut().zip(row) {
-            column.push(value);
-        }
+    fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
     }
 }
 
@@ -115,8 +205,8 @@ struct RecordRows<'l> {
     findings: Option<Rows>,
     chunks: Rows,
     artifacts: Option<Rows>,
-    /// Chunks given an embedding (their stored id text), and by which model.
-    embedded: Vec<String>,
+    /// Chunks given an embedding, with the SHA-256 of their text.
+    embedded: Vec<(Uuid, [u8; 32])>,
 }
 
 impl<'l> RecordRows<'l> {
@@ -174,25 +264,18 @@ impl<'l> RecordRows<'l> {
         }
     }
 
-    fn id(&self, id: &Uuid) -> Option<String> {
-        Some(self.layout.ids.text(id))
-    }
-
     /// The analysis row's values, in [`RecordRows::new`]'s column order.
-    fn analysis_values(&self, analysis: &Analysis) -> Vec<Option<String>> {
+    fn analysis_values(&self, analysis: &Analysis) -> Vec<Cell> {
         let l = self.layout;
         let mut row = vec![
-            self.id(&analysis.id),
-            Some(analysis.url.clone()),
-            Some(analysis.content_type.clone()),
-            Some(l.status_to_store(&analysis.status).to_owned()),
-            Some(match l.timestamps {
-                TimeEncoding::Text => analysis.created_at.naive_utc_text(),
-                _ => analysis.created_at.to_string(),
-            }),
+            Cell::Id(analysis.id),
+            Cell::Text(analysis.url.clone()),
+            Cell::Text(analysis.content_type.clone()),
+            Cell::Text(l.status_to_store(&analysis.status).to_owned()),
+            Cell::Time(analysis.created_at),
         ];
         if l.analyses.findings.is_some() {
-            row.push(Some(json_text(&analysis.findings)));
+            row.push(Cell::json(&analysis.findings));
         }
         row
     }
@@ -204,7 +287,6 @@ impl<'l> RecordRows<'l> {
 
     /// The analysis's findings, where they are rows of their own.
     fn findings(&mut self, analysis: &Analysis) {
-        let owner = self.id(&analysis.id);
         let with_metadata = self
             .layout
             .findings
@@ -215,63 +297,60 @@ impl<'l> RecordRows<'l> {
         };
         for (i, finding) in analysis.findings.iter().enumerate() {
             let mut row = vec![
-                owner.clone(),
-                Some(i.to_string()),
-                Some(finding.agent.clone()),
-                Some(finding.category.clone()),
-                Some(finding.content.clone()),
-                Some(finding.confidence.to_string()),
+                Cell::Id(analysis.id),
+                Cell::Int(i as i64),
+                Cell::Text(finding.agent.clone()),
+                Cell::Text(finding.category.clone()),
+                Cell::Text(finding.content.clone()),
+                Cell::Float(finding.confidence),
             ];
             if with_metadata {
                 // A row holds `{}` for "no metadata" (the column may be NOT NULL).
-                row.push(Some(
-                    finding
-                        .metadata
-                        .as_ref()
-                        .map_or_else(|| "{}".to_owned(), json_text),
-                ));
+                row.push(match &finding.metadata {
+                    Some(m) => Cell::json(m),
+                    None => Cell::Json(serde_json::Value::Object(Default::default())),
+                });
             }
             rows.push(row);
         }
     }
 
     fn chunk(&mut self, analysis: &Analysis, chunk: &Chunk, vector: Option<(&str, &[f32])>) {
-        let l = self.layout;
-        let c = &l.chunks;
-        if vector.is_some() {
-            self.embedded.push(l.ids.text(&chunk.id));
+        let c = &self.layout.chunks;
+        if let Some((_, _)) = vector {
+            self.embedded
+                .push((chunk.id, Sha256::digest(chunk.content.as_bytes()).into()));
         }
         let mut row = vec![
-            self.id(&chunk.id),
-            self.id(&analysis.id),
-            Some(chunk.chunk_index.to_string()),
-            Some(chunk.content.clone()),
-            Some(chunk.content_type.clone()),
-            vector.map(|(_, v)| vector_text(v, l.embedding)),
+            Cell::Id(chunk.id),
+            Cell::Id(analysis.id),
+            Cell::Int(chunk.chunk_index),
+            Cell::Text(chunk.content.clone()),
+            Cell::Text(chunk.content_type.clone()),
+            vector.map_or(Cell::Null, |(_, v)| Cell::Vector(v.to_vec())),
         ];
         if c.section_title.is_some() {
-            row.push(chunk.section_title.clone());
+            row.push(Cell::text_or_null(&chunk.section_title));
         }
         if c.section_path.is_some() {
-            row.push(chunk.section_path.clone());
+            row.push(Cell::text_or_null(&chunk.section_path));
         }
         if c.embedding_model.is_some() {
-            row.push(vector.map(|(model, _)| model.to_owned()));
+            row.push(vector.map_or(Cell::Null, |(model, _)| Cell::Text(model.to_owned())));
         }
         self.chunks.push(row);
     }
 
     fn artifact(&mut self, analysis: &Analysis) {
-        let owner = self.id(&analysis.id);
         let (Some(rows), Some(artifact)) = (&mut self.artifacts, &analysis.artifact) else {
             return;
         };
         rows.push(vec![
-            Some(self.layout.ids.text(&artifact.id)),
-            owner,
-            artifact.summary.clone(),
-            Some(json_text(&artifact.key_findings)),
-            Some(json_text(&artifact.metadata)),
+            Cell::Id(artifact.id),
+            Cell::Id(analysis.id),
+            Cell::text_or_null(&artifact.summary),
+            Cell::json(&artifact.key_findings),
+            Cell::json(&artifact.metadata),
         ]);
     }
 }
@@ -311,6 +390,7 @@ impl<'c> AdoptedWrite<'c> {
             layout,
             types,
             catalog,
+            column_types: HashMap::new(),
             allow_cascade: false,
             done: false,
         };
@@ -382,9 +462,68 @@ impl<'c> AdoptedWrite<'c> {
     /// Inserts `rows` with one statement, each value cast to its column's type; `fill` adds the
     /// mapping's constants for the table.
     fn insert(&mut self, rows: Rows) -> Result<()> {
-        if rows.values.first().is_none_or(|v| v.is_empty()) {
+        if rows.rows.is_empty() {
             return Ok(());
         }
+        if self.layout.fill.contains_key(&rows.table) {
+            return self.insert_as_text(rows);
+        }
+        let types = self.column_types(&rows.table, &rows.columns)?;
+        let columns: Vec<&str> = rows.columns.iter().map(String::as_str).collect();
+        let mut data = BinaryRows::new(Vec::new(), &columns, types.clone());
+        for row in &rows.rows {
+            let typed: Option<Vec<Box<dyn ToSql + Sync>>> = row
+                .iter()
+                .zip(&types)
+                .map(|(cell, ty)| cell.typed(ty, self.layout))
+                .collect();
+            let Some(typed) = typed else {
+                // A type binary COPY cannot fill from this value: let the server cast text.
+                return self.insert_as_text(rows);
+            };
+            let values: Vec<&(dyn ToSql + Sync)> = typed.iter().map(|v| v.as_ref()).collect();
+            data.write(&values)?;
+        }
+        let data = data.finish()?;
+        let quoted: Vec<String> = rows.columns.iter().map(|c| q(c)).collect();
+        let mut writer = self.client.copy_in(&format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            q(&rows.table),
+            quoted.join(", ")
+        ))?;
+        std::io::Write::write_all(&mut writer, &data).map_err(super::copy::io_error)?;
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// The types of `columns` of `table`, as the server describes them (looked up once).
+    fn column_types(&mut self, table: &str, columns: &[String]) -> Result<Vec<Type>> {
+        let key = format!("{table}:{}", columns.join(","));
+        if let Some(types) = self.column_types.get(&key) {
+            return Ok(types.clone());
+        }
+        let quoted: Vec<String> = columns.iter().map(|c| q(c)).collect();
+        let statement = self.client.prepare(&format!(
+            "SELECT {} FROM {} WHERE false",
+            quoted.join(", "),
+            q(table)
+        ))?;
+        let types: Vec<Type> = statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
+        self.column_types.insert(key, types.clone());
+        Ok(types)
+    }
+
+    /// Inserts `rows` as text cast to each column's type, with the mapping's fill constants:
+    /// one `INSERT … SELECT … FROM unnest(…)`.
+    fn insert_as_text(&mut self, rows: Rows) -> Result<()> {
+        let layout = self.layout;
+        let values: Vec<Vec<Option<String>>> = (0..rows.columns.len())
+            .map(|i| rows.rows.iter().map(|r| r[i].text(layout)).collect())
+            .collect();
         let mut columns: Vec<String> = rows.columns.iter().map(|c| q(c)).collect();
         let mut selects: Vec<String> = rows
             .columns
@@ -398,7 +537,7 @@ impl<'c> AdoptedWrite<'c> {
             .get(&rows.table)
             .map(|f| f.iter().collect())
             .unwrap_or_default();
-        let arrays = rows.values.len();
+        let arrays = values.len();
         for (i, (column, _)) in fill.iter().enumerate() {
             columns.push(q(column));
             selects.push(format!(
@@ -417,11 +556,8 @@ impl<'c> AdoptedWrite<'c> {
             unnest.join(", "),
             names.join(", ")
         );
-        let mut params: Vec<&(dyn ToSql + Sync)> = rows
-            .values
-            .iter()
-            .map(|v| v as &(dyn ToSql + Sync))
-            .collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         for (_, value) in &fill {
             params.push(*value);
         }
@@ -508,7 +644,7 @@ impl<'c> AdoptedWrite<'c> {
             self.insert(rows)?;
         }
         match model {
-            Some(model) => self.record_models(model, &embedded),
+            Some(model) => self.record_digests(model, &embedded),
             None => Ok(()),
         }
     }
@@ -575,7 +711,11 @@ impl<'c> AdoptedWrite<'c> {
             &a.created_at,
         ];
         columns.extend(a.findings.as_deref());
-        let values = RecordRows::new(l).analysis_values(analysis);
+        let values: Vec<Option<String>> = RecordRows::new(l)
+            .analysis_values(analysis)
+            .iter()
+            .map(|cell| cell.text(l))
+            .collect();
         let sets: Vec<String> = columns
             .iter()
             .enumerate()
@@ -592,6 +732,29 @@ impl<'c> AdoptedWrite<'c> {
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         self.client.execute(&sql, &params)?;
+        Ok(())
+    }
+
+    /// Records which model embedded these chunks, and the SHA-256 of the text it embedded.
+    fn record_digests(&mut self, model: &str, chunks: &[(Uuid, [u8; 32])]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = chunks
+            .iter()
+            .map(|(id, _)| self.layout.ids.text(id))
+            .collect();
+        let digests: Vec<&[u8]> = chunks.iter().map(|(_, d)| &d[..]).collect();
+        self.client.execute(
+            &format!(
+                "INSERT INTO {} (chunk_id, model, content_sha256)
+                 SELECT id, $1, digest FROM unnest($2::text[], $3::bytea[]) AS u (id, digest)
+                 ON CONFLICT (chunk_id) DO UPDATE
+                    SET model = EXCLUDED.model, content_sha256 = EXCLUDED.content_sha256",
+                self.names.embeddings
+            ),
+            &[&model, &ids, &digests],
+        )?;
         Ok(())
     }
 
