@@ -1210,30 +1210,30 @@ impl WriteTransaction for AdoptedWrite<'_> {
     fn chunks_needing_embedding(
         &mut self,
         model: &str,
-        dimension: usize,
+        _dimension: usize,
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ChunkText>> {
         let reading = self.reading();
+        let (found, join) = reading.model();
         let c = &self.layout.chunks;
         let after = after.map(|id| self.layout.ids.text(&id));
         let id_type = self.type_of(&c.table, &c.id);
+        // A recorded model id fixes the dimension (`_dimension`): no vector is read (they are
+        // large, often TOASTed) to find the chunks left to embed.
         let sql = format!(
-            "SELECT c.{id}::text, c.{content} FROM {table} c LEFT JOIN {e} e ON e.chunk_id = c.{id}::text
+            "SELECT c.{id}::text, c.{content} FROM {table} c {join}
               WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type})
-                AND (c.{emb} IS NULL OR e.model IS DISTINCT FROM $2 OR {dims} <> $3)
-              ORDER BY c.{id} LIMIT $4",
+                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2)
+              ORDER BY c.{id} LIMIT $3",
             id = q(&c.id),
             content = q(&c.content),
             table = q(&c.table),
-            e = self.names.embeddings,
             emb = q(&c.embedding),
-            dims = reading.dimension(),
         );
-        let rows = self.client.query(
-            &sql,
-            &[&after, &model, &(dimension as i32), &(limit as i64)],
-        )?;
+        let rows = self
+            .client
+            .query(&sql, &[&after, &model, &(limit as i64)])?;
         rows.iter()
             .map(|r| {
                 let text: String = r.get(0);
