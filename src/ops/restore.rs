@@ -136,8 +136,9 @@ pub fn restore(
         None
     };
     // Into an empty database, an additive restore is a bulk load with nothing to conflict with
-    // (ids repeated within the file are the validator's to report).
-    let empty_at_start = !options.replace && tx.load_in_bulk_if_empty()?;
+    // (ids repeated within the file are the validator's to report); a replace by difference
+    // into empty tables has nothing to compare with.
+    let empty_at_start = (!options.replace || by_difference) && tx.load_in_bulk_if_empty()?;
     if by_difference {
         // Unchanged chunks keep their vectors; any not made by this model are embedded again
         // at the end, so that one model embeds every chunk when the restore commits.
@@ -246,8 +247,10 @@ pub fn restore(
     if let Some(d) = &mut difference {
         tally.embedded += d.embedded;
         tally.from_cache += d.from_cache;
-        seen.sort_unstable();
-        d.deleted = tx.delete_analyses_except(&seen)?;
+        if !empty_at_start {
+            seen.sort_unstable();
+            d.deleted = tx.delete_analyses_except(&seen)?;
+        }
         if !options.dry_run {
             let (fresh, cached) =
                 super::reembed::embed_all_stale(&mut *tx, embedder, options.use_cache)?;
@@ -462,21 +465,22 @@ impl Writer<'_, '_> {
     ) -> Result<(), OpError> {
         let mut in_flight = 0;
         for batch in batches {
-            let batch = if let Some(tally) = &mut self.difference {
-                self.seen.extend(batch.iter().map(|a| a.id));
-                apply::apply_batch(
-                    &mut *self.tx,
-                    self.embedder,
-                    batch,
-                    self.options.use_cache,
-                    self.options.dry_run,
-                    tally,
-                )?
-            } else if self.options.replace || self.empty_at_start {
-                batch
-            } else {
-                self.resolve_conflicts(batch)?
-            };
+            let batch =
+                if let Some(tally) = self.difference.as_mut().filter(|_| !self.empty_at_start) {
+                    self.seen.extend(batch.iter().map(|a| a.id));
+                    apply::apply_batch(
+                        &mut *self.tx,
+                        self.embedder,
+                        batch,
+                        self.options.use_cache,
+                        self.options.dry_run,
+                        tally,
+                    )?
+                } else if self.options.replace || self.empty_at_start {
+                    batch
+                } else {
+                    self.resolve_conflicts(batch)?
+                };
             // Once a conflict makes the restore fail, only keep looking for more conflicts.
             if self.conflicts > 0 || batch.is_empty() {
                 continue;
