@@ -109,6 +109,8 @@ pub struct Validator<'p> {
     urls: HashMap<u64, Uuid>,
     /// Whether to remember ids and URLs for the whole-file checks.
     whole_file: bool,
+    /// Whether a metadata file that disagrees with the backup is a warning, not an error.
+    metadata_file_advisory: bool,
 }
 
 impl<'p> Validator<'p> {
@@ -124,7 +126,22 @@ impl<'p> Validator<'p> {
             artifact_ids: HashSet::new(),
             urls: HashMap::new(),
             whole_file: true,
+            metadata_file_advisory: false,
         }
+    }
+
+    /// A metadata file whose counts disagree with the backup becomes a warning (naming the
+    /// counts that differ) instead of an error: the backup's own header counts, checked against
+    /// its content, are the authority, and a kill between the two renames of a `backup` leaves
+    /// a stale metadata file beside a good backup. Restore uses this; `verify` does not.
+    pub fn metadata_file_advisory(mut self) -> Self {
+        self.metadata_file_advisory = true;
+        self
+    }
+
+    /// Records a problem found outside the per-record rules (a record that does not parse).
+    pub fn fail(&mut self, check: Check, message: String) {
+        self.report.fail(check, message);
     }
 
     /// A validator for reading, not checking, a file: records are validated one by one, but
@@ -185,7 +202,7 @@ impl<'p> Validator<'p> {
                     .fail(Check::UniqueIds, format!("{place}: analysis id repeats"));
             }
         }
-        let created_at = match Timestamp::parse(&raw.created_at) {
+        let created_at = match parse_in_range(&raw.created_at) {
             Ok(t) => Some(t),
             Err(e) => {
                 self.report
@@ -408,7 +425,7 @@ impl<'p> Validator<'p> {
                 Check::Header,
                 format!("{src}: the top-level created_at is missing"),
             ),
-            Some(t) => match Timestamp::parse(t) {
+            Some(t) => match parse_in_range(t) {
                 Ok(_) => r.pass(Check::Header, format!("created {t}")),
                 Err(e) => r.fail(Check::Header, format!("{src}: created_at: {e}")),
             },
@@ -439,10 +456,18 @@ impl<'p> Validator<'p> {
             MetadataFile::Unreadable(e) => r.fail(Check::MetadataFile, e),
             MetadataFile::Read { path, counts } => {
                 if counts != content {
-                    r.fail(
-                        Check::MetadataFile,
-                        format!("{path}: says {counts}, the backup holds {content}"),
+                    let message = format!(
+                        "{path}: says {counts}, the backup holds {content} ({})",
+                        count_differences(&counts, &content)
                     );
+                    if self.metadata_file_advisory {
+                        r.warn(
+                            Check::MetadataFile,
+                            format!("{message}; stale, ignored: the backup's own counts agree with its content"),
+                        );
+                    } else {
+                        r.fail(Check::MetadataFile, message);
+                    }
                 } else {
                     r.pass(Check::MetadataFile, format!("{path} agrees"));
                 }
@@ -456,6 +481,37 @@ impl<'p> Validator<'p> {
         self.report.fail(check, message);
         self.report
     }
+}
+
+/// A timestamp that parses and lies within the years a backup can write (0001–9999 in UTC,
+/// after its offset is applied): `0000-12-31T23:30:00-01:00` is a valid text, but no backup
+/// could write it back.
+pub fn parse_in_range(text: &str) -> Result<Timestamp, String> {
+    let t = Timestamp::parse(text).map_err(|e| e.to_string())?;
+    if !(Timestamp::MIN..=Timestamp::MAX).contains(&t) {
+        return Err(format!(
+            "{text:?} is outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999Z once in UTC"
+        ));
+    }
+    Ok(t)
+}
+
+/// `total_chunks 2 ≠ 86, total_artifacts 3 ≠ 20`: which counts of two sets differ.
+fn count_differences(said: &Counts, holds: &Counts) -> String {
+    [
+        ("total_analyses", said.total_analyses, holds.total_analyses),
+        ("total_chunks", said.total_chunks, holds.total_chunks),
+        (
+            "total_artifacts",
+            said.total_artifacts,
+            holds.total_artifacts,
+        ),
+    ]
+    .iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(name, a, b)| format!("{name} {a} ≠ {b}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 fn url_key(url: &str) -> u64 {
