@@ -56,43 +56,81 @@ impl Default for UrlPolicy {
 
 impl UrlPolicy {
     /// Why `url` breaks the contract, if it does.
+    ///
+    /// The host is compared after WHATWG parsing (the `url` crate): percent-encoding decoded,
+    /// IDNA-mapped (full-width letters, case), a trailing dot dropped — so `example.com.`,
+    /// `EXAMPLE.com`, `ex%61mple.com` and `ｅｘａｍｐｌｅ.com` are all `example.com`. Loopback and
+    /// unspecified addresses (`127.0.0.1`, `[::1]`, `0.0.0.0`) are placeholders too.
     pub fn check(&self, url: &str) -> Option<String> {
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        let Some(rest) = rest else {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Some("not an absolute http(s) URL".into());
-        };
+        }
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Some("contains whitespace or control characters".into());
         }
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host_port = authority.rsplit('@').next().unwrap_or("");
-        let host = if let Some(v6) = host_port.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            host_port.split(':').next().unwrap_or("")
+        let parsed = match url::Url::parse(url) {
+            Ok(u) => u,
+            Err(url::ParseError::EmptyHost) => return Some("has no host".into()),
+            Err(e) => return Some(format!("is not a valid URL ({e})")),
+        };
+        let host = match parsed.host() {
+            None => return Some("has no host".into()),
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+                return Some(format!("host {ip} is a local address, a placeholder"))
+            }
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() || ip.is_unspecified() => {
+                return Some(format!("host [{ip}] is a local address, a placeholder"))
+            }
+            Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+            Some(other) => other.to_string(),
         };
         if host.is_empty() {
             return Some("has no host".into());
         }
-        let host = host.to_ascii_lowercase();
         for denied in &self.deny_hosts {
-            let denied = denied.to_ascii_lowercase();
+            let denied = denied.trim_end_matches('.').to_ascii_lowercase();
             if host == denied || host.ends_with(&format!(".{denied}")) {
                 return Some(format!(
                     "host {host} is a placeholder (deny list: {denied})"
                 ));
             }
         }
+        // Words are looked for in the URL as written and as decoded (`place%68older`).
         let lower = url.to_lowercase();
+        let decoded = percent_decoded(&lower);
         for word in &self.deny_words {
-            if lower.contains(&word.to_lowercase()) {
+            let word = word.to_lowercase();
+            if lower.contains(&word) || decoded.contains(&word) {
                 return Some(format!("looks like a placeholder (contains {word:?})"));
             }
         }
         None
     }
+}
+
+/// `text` with `%XX` escapes decoded (invalid UTF-8 replaced), for matching words.
+fn percent_decoded(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Checks analyses one at a time and the file as a whole.
@@ -606,5 +644,33 @@ mod tests {
             assert!(p.check(bad).is_some(), "{bad} should be refused");
         }
         assert_eq!(p.check("https://notexample.com/"), None);
+    }
+
+    #[test]
+    fn placeholder_hosts_are_found_in_every_spelling() {
+        let p = UrlPolicy::default();
+        for bad in [
+            "https://example.com./a",
+            "https://localhost./",
+            "http://127.0.0.1:8000/x",
+            "http://[::1]/x",
+            "http://0.0.0.0/",
+            "https://ex%61mple.com/a",
+            "https://EXAMPLE.COM/a",
+            "https://\u{ff45}xample.com/a",
+            "https://docs.example.org.:443/a",
+            "https://site.org/place%68older",
+            "https://[::1/",
+        ] {
+            assert!(p.check(bad).is_some(), "{bad} should be refused");
+        }
+        for good in [
+            "https://docs.python.org/3/",
+            "http://10.1.2.3/x",
+            "https://münchen.de/",
+            "https://site.org/a%20b",
+        ] {
+            assert_eq!(p.check(good), None, "{good}");
+        }
     }
 }
