@@ -338,4 +338,15 @@ fn a_full_disk_changes_nothing_and_leaves_nothing() {
     assert!(!err.contains("not an error"), "{err}");
     assert!(!ws.path("snap.db").exists());
     assert_eq!(leftovers(ws.path("").as_path()), Vec::<String>::new());
+
+    // load: the copy beside the database cannot be written; the database stays as it was.
+    ws.ok(&["dump", "-q", "--file", "snap.db"]);
+    ws.ok(&["restore", "-q", "--replace", "--file", "b.json"]);
+    let before = ws.fingerprint();
+    let out = with_file_size_limit(&ws, 64, &["load", "--replace", "--file", "snap.db"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert_eq!(ws.fingerprint(), before);
+    assert_eq!(leftovers(ws.path("").as_path()), Vec::<String>::new());
 }
