@@ -81,6 +81,20 @@ store_test! {
         }
         assert_eq!(std::fs::read(ws.path("b.json")).unwrap(), before);
         assert_eq!(leftovers(ws.path("").as_path()), Vec::<String>::new());
+        // The other readers see the rows as changes, without a panic: verify fails naming the
+        // analyses, diff shows them, status counts.
+        for args in [
+            &["verify", "--file", "b.json"][..],
+            &["diff", "b.json", "db:"][..],
+            &["backup", "--check", "--file", "b.json"][..],
+        ] {
+            let out = ws.run(args);
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+            assert!(!text.contains("panicked"), "{args:?}: {text}");
+            assert!(text.contains(a(2)) || text.contains("db_content"), "{args:?}: {text}");
+        }
+        ws.ok(&["status"]);
         // The same with --format json: one JSON object naming the checks.
         let out = ws.run(&["backup", "--file", "b.json", "--format", "json"]);
         assert_eq!(out.status.code(), Some(1));
