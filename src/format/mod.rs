@@ -4,6 +4,7 @@
 
 pub mod reader;
 pub mod record;
+pub mod urls;
 pub mod validate;
 pub mod writer;
 
