@@ -15,6 +15,8 @@ mod config_file;
 mod crash_safety;
 mod embeddings;
 mod format_bytes;
+mod format_fuzz;
+mod hardening;
 mod local_embedder;
 mod openai_embedder;
 mod openai_retries;

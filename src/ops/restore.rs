@@ -95,6 +95,8 @@ pub struct RestoreSummary {
     /// Time taken.
     #[serde(serialize_with = "crate::ops::serialize_seconds")]
     pub elapsed: Duration,
+    /// What was worth a warning but did not stop the restore (a stale metadata file).
+    pub warnings: Vec<String>,
 }
 
 /// How many conflicting ids an error lists.
@@ -228,6 +230,10 @@ pub fn restore(
         }
     };
     let (report, in_file) = validator.finish(&header, metadata_file);
+    let warnings = report
+        .get(Check::MetadataFile)
+        .map(|r| r.examples.clone())
+        .unwrap_or_default();
     if report.has_errors() {
         return Err(OpError::Invalid {
             path: path.clone(),
@@ -284,6 +290,7 @@ pub fn restore(
         model: embedder.model_id().to_owned(),
         dry_run: options.dry_run,
         elapsed: started.elapsed(),
+        warnings,
     })
 }
 
@@ -345,7 +352,8 @@ fn read_batches<'o>(
     progress: &dyn Progress,
     counting_chunks: &AtomicBool,
 ) -> (Validator<'o>, Result<Header, ReadError<Hangup>>) {
-    let mut validator = Validator::new(options.file.display().to_string(), &options.url_policy);
+    let mut validator = Validator::new(options.file.display().to_string(), &options.url_policy)
+        .metadata_file_advisory();
     let mut batch = Vec::new();
     let mut batch_chunks = 0;
     let limit = options.batch_chunks.max(1);
