@@ -44,7 +44,11 @@ pub struct Finding {
     /// Confidence, within 0..=1.
     pub confidence: f64,
     /// Free-form metadata. `None` (absent) and `Some({})` are different and both preserved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::format::record::unique_map_opt"
+    )]
     pub metadata: Option<Map<String, Value>>,
 }
 

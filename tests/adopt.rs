@@ -484,37 +484,62 @@ pg_test! {
 }
 
 pg_test! {
-    /// --replace refuses to cascade into the application's own table that references chunks,
-    /// leaving its rows intact, and goes ahead with --allow-cascade.
+    /// Rows of the application's own table that reference chunks survive an edit of those
+    /// chunks (updated in place); a --replace that would delete referenced chunks is refused,
+    /// naming the table and rows, and goes ahead with --allow-cascade.
     fn replace_refuses_to_cascade() {
         let app = adopted(Layout::OtherPostgres);
-        app.sql(
+        app.ok(&["backup", "-q", "--file", "golden.json"]);
+        let text = std::fs::read_to_string(app.path("golden.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let first = doc["analyses"][0]["id"].as_str().unwrap().to_owned();
+        app.sql(&format!(
             "INSERT INTO app.retrieval_judgements (passage_id, query, relevant)
-             SELECT passage_id, 'q', true FROM app.passages LIMIT 3",
-        );
+             SELECT passage_id, 'q', true FROM app.passages WHERE doc_id = '{first}'"
+        ));
+        let judged = app.column("SELECT count(*)::text FROM app.retrieval_judgements");
+        assert_ne!(judged, vec!["0"]);
+        let write = |name: &str, doc: &serde_json::Value| {
+            std::fs::write(app.path(name), serde_json::to_string_pretty(doc).unwrap()).unwrap();
+        };
+        // Edited texts: the judged rows are updated in place, their judgements stay.
+        let mut edited = doc.clone();
+        for chunk in edited["analyses"][0]["chunks"].as_array_mut().unwrap() {
+            chunk["content"] = format!("{} (revised)", chunk["content"].as_str().unwrap()).into();
+        }
+        write("edited.json", &edited);
+        app.ok(&["restore", "--replace", "--file", "edited.json"]);
+        assert_eq!(app.column("SELECT count(*)::text FROM app.retrieval_judgements"), judged);
+        // Without the first analysis: deleting its passages would cascade.
+        let mut without = doc.clone();
+        let gone = without["analyses"].as_array_mut().unwrap().remove(0);
+        let metadata = &mut without["metadata"];
+        let less = |v: &serde_json::Value, n: usize| (v.as_u64().unwrap() - n as u64).into();
+        metadata["total_analyses"] = less(&metadata["total_analyses"], 1);
+        metadata["total_chunks"] = less(&metadata["total_chunks"], gone["chunks"].as_array().unwrap().len());
+        metadata["total_artifacts"] = less(&metadata["total_artifacts"], usize::from(!gone["artifact"].is_null()));
+        write("without.json", &without);
         let before = app.fingerprint();
-        let file = sample();
-        let refused = app.run(&["restore", "--replace", "--file", file.to_str().unwrap()]);
-        assert_eq!(refused.status.code(), Some(2));
-        let err = stderr(&refused);
-        assert!(
-            err.contains("3 rows of app.retrieval_judgements reference app.passages (ON DELETE CASCADE)"),
-            "{err}"
-        );
-        assert_eq!(app.fingerprint(), before);
-        let dry = app.run(&["restore", "--replace", "--dry-run", "--file", file.to_str().unwrap()]);
-        assert!(stderr(&dry).contains("app.retrieval_judgements"), "{}", stderr(&dry));
-        app.ok(&[
-            "restore",
-            "--replace",
-            "--allow-cascade",
-            "--file",
-            file.to_str().unwrap(),
-        ]);
+        for args in [
+            &["restore", "--replace", "--file", "without.json"][..],
+            &["restore", "--replace", "--dry-run", "--file", "without.json"][..],
+        ] {
+            let refused = app.run(args);
+            assert_eq!(refused.status.code(), Some(2), "{args:?}");
+            let err = stderr(&refused);
+            assert!(
+                err.contains(&format!(
+                    "{} rows of app.retrieval_judgements reference (ON DELETE CASCADE",
+                    judged[0]
+                )),
+                "{err}"
+            );
+            assert_eq!(app.fingerprint(), before);
+        }
+        app.ok(&["restore", "--replace", "--allow-cascade", "--file", "without.json"]);
         assert_eq!(
             app.column("SELECT count(*)::text FROM app.retrieval_judgements"),
-            vec!["3"],
-            "an unchanged --replace deleted nothing, so nothing cascaded"
+            vec!["0"]
         );
     }
 }
@@ -566,5 +591,29 @@ pg_test! {
         assert_eq!(moved.len(), 1, "{moved:?}");
         assert!(moved[0].starts_with(&edited));
         app.ok(&["verify", "--file", "edited.json"]);
+    }
+}
+
+pg_test! {
+    /// A NOT NULL column outside the mapping with no default is named before anything is
+    /// written; a value from [mapping.fill] then goes into every new row.
+    fn required_columns_are_named_then_filled() {
+        let app = App::new(Layout::OtherPostgres);
+        app.ok(&["adopt", "--write", "-q"]);
+        app.sql("ALTER TABLE app.documents ALTER COLUMN owner DROP DEFAULT");
+        let file = sample();
+        let refused = app.run(&["restore", "--file", file.to_str().unwrap()]);
+        assert_eq!(refused.status.code(), Some(2));
+        assert!(stderr(&refused).contains("app.documents.owner NOT NULL with no default"), "{}", stderr(&refused));
+        assert_eq!(app.column("SELECT count(*)::text FROM app.documents"), vec!["0"]);
+        let mut config = std::fs::read_to_string(app.path("goldset.toml")).unwrap();
+        config += "\n[mapping.fill.\"app.documents\"]\nowner = \"golden-set\"\n";
+        std::fs::write(app.path("goldset.toml"), config).unwrap();
+        app.ok(&["restore", "-q", "--file", file.to_str().unwrap()]);
+        assert_eq!(
+            app.column("SELECT DISTINCT owner FROM app.documents"),
+            vec!["golden-set"]
+        );
+        assert_eq!(backup_text(&app, "filled.json"), own_backup());
     }
 }

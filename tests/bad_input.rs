@@ -1,7 +1,7 @@
 //! Every kind of bad backup file is refused with a message that says what and where, a non-zero
 //! exit, no panic, and a database left exactly as it was — even with `--replace`.
 
-use crate::common::{sample, stderr, Workspace};
+use crate::common::{sample, stderr, stdout, Workspace};
 use serde_json::Value;
 
 fn sample_text() -> String {
@@ -270,15 +270,22 @@ store_test! {
             r#"{"total_analyses": 1, "total_chunks": 2, "total_artifacts": 3}"#,
         )
         .unwrap();
-        let out = ws.run(&["restore", "--file", "s_backup.json"]);
+        // verify reports the disagreement; restore (issue 14: a kill between the two renames of
+        // a backup leaves a stale metadata file beside a good backup) warns and goes on.
+        let out = ws.run(&["verify", "--file-only", "--file", "s_backup.json"]);
         assert_eq!(out.status.code(), Some(1));
         assert!(
-            stderr(&out).contains("s_metadata.json: says 1 analyses"),
+            stdout(&out).contains("s_metadata.json: says 1 analyses"),
+            "{}",
+            stdout(&out)
+        );
+        let out = ws.run(&["restore", "--file", "s_backup.json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("warning: ") && stderr(&out).contains("s_metadata.json: says 1 analyses"),
             "{}",
             stderr(&out)
         );
-        let out = ws.run(&["verify", "--file-only", "--file", "s_backup.json"]);
-        assert_eq!(out.status.code(), Some(1));
     }
 }
 

@@ -18,6 +18,8 @@ mod config_file;
 mod crash_safety;
 mod embeddings;
 mod format_bytes;
+mod format_fuzz;
+mod hardening;
 #[cfg(feature = "local")]
 mod local_embedder;
 #[cfg(feature = "openai")]

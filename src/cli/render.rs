@@ -180,6 +180,7 @@ impl Output {
         match self.format {
             Format::Json => self.json(json!({"ok": true, "command": "restore", "summary": s})),
             Format::Text => {
+                s.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
                 let mut text = if s.dry_run {
                     format!(
                         "restore (dry run, nothing written): would restore {}",
@@ -458,7 +459,7 @@ impl Output {
             let mut value =
                 json!({"ok": false, "error": e.to_string(), "exit_code": e.exit_code()});
             match e {
-                OpError::Invalid { report, .. } => {
+                OpError::Invalid { report, .. } | OpError::Unbackupable { report, .. } => {
                     value["checks"] = json!(report.results().collect::<Vec<_>>());
                 }
                 OpError::Conflicts { examples, .. } => value["conflicts"] = json!(examples),
@@ -471,7 +472,9 @@ impl Output {
             // Stdout took no JSON: the error still reaches someone, on stderr.
         }
         match e {
-            OpError::Invalid { report, .. } => print_report_to_stderr(report),
+            OpError::Invalid { report, .. } | OpError::Unbackupable { report, .. } => {
+                print_report_to_stderr(report)
+            }
             OpError::Conflicts { examples, count } => {
                 for c in examples {
                     eprintln!(

@@ -19,9 +19,10 @@ pub struct RestoreArgs {
     /// Make the database hold exactly the file's content (delete and load commit together).
     #[arg(long)]
     replace: bool,
-    /// With --replace on an application's tables: go ahead even when rows of its other tables
-    /// reference rows the restore deletes (their ON DELETE CASCADE / SET NULL then applies).
-    #[arg(long, requires = "replace")]
+    /// On an application's tables: go ahead even when rows of its other tables reference rows
+    /// the restore deletes (their ON DELETE CASCADE / SET NULL then applies). Without it, such a
+    /// restore is refused, naming the tables and rows, and nothing changes.
+    #[arg(long)]
     allow_cascade: bool,
     /// For an additive restore, what to do with ids that already exist.
     #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]

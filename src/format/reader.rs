@@ -199,21 +199,8 @@ where
         s.skip_whitespace()?;
         let at = s.position();
         s.capture(value, &format!("analyses[{index}]"))?;
-        let analysis =
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(value))
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    let field = if path == "." {
-                        String::new()
-                    } else {
-                        format!(".{path}")
-                    };
-                    let inner = e.into_inner();
-                    ReadError::Syntax {
-                        position: within(at, &inner),
-                        message: format!("analyses[{index}]{field}: {}", strip_position(&inner)),
-                    }
-                })?;
+        let analysis = parse_analysis(value, index, at)
+            .map_err(|(position, message)| ReadError::Syntax { position, message })?;
         on_item(Item::Analysis(analysis, at)).map_err(ReadError::Aborted)?;
         s.skip_whitespace()?;
         match s.next()? {
@@ -230,6 +217,30 @@ where
         }
     }
     unreachable!("the loop returns when the array ends")
+}
+
+/// Parses `analyses[index]`, the bytes `value` found at `at`; an error comes with its place in
+/// the file and names the field at fault.
+pub fn parse_analysis(
+    value: &[u8],
+    index: u64,
+    at: Position,
+) -> Result<RawAnalysis, (Position, String)> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(value)).map_err(
+        |e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!(".{path}")
+            };
+            let inner = e.into_inner();
+            (
+                within(at, &inner),
+                format!("analyses[{index}]{field}: {}", strip_position(&inner)),
+            )
+        },
+    )
 }
 
 /// Parses a captured value that starts at `at`.

@@ -1,6 +1,7 @@
 //! A streaming writer of the canonical format: fixed key order, 2-space indentation, UTF-8 as
 //! is, sorted keys in free-form objects, a final newline. Same records in, same bytes out.
 
+use super::reader::Position;
 use super::FORMAT_VERSION;
 use crate::model::{Analysis, Counts};
 use crate::timestamp::Timestamp;
@@ -16,35 +17,61 @@ pub struct BackupWriter<W: Write> {
     declared: Counts,
     written: Counts,
     buffer: Vec<u8>,
+    /// The 1-based line being written (to place what is written for messages).
+    line: u64,
+    /// Bytes written so far.
+    bytes: u64,
+    /// Where the last analysis written starts.
+    last_at: Position,
 }
 
 impl<W: Write> BackupWriter<W> {
     /// Starts a backup made at `created_at` that will hold `counts` records.
     pub fn new(mut out: W, created_at: Timestamp, counts: Counts) -> io::Result<Self> {
-        write!(
-            out,
+        let mut head = format!(
             "{{\n  \"version\": \"{FORMAT_VERSION}\",\n  \"created_at\": \"{created_at}\",\n  \"metadata\": "
-        )?;
-        let metadata = pretty(&counts)?;
-        out.write_all(&indent(&metadata, b"  "))?;
-        out.write_all(b",\n  \"analyses\": [")?;
+        )
+        .into_bytes();
+        head.extend_from_slice(&indent(&pretty(&counts)?, b"  "));
+        head.extend_from_slice(b",\n  \"analyses\": [");
+        out.write_all(&head)?;
         Ok(BackupWriter {
             out,
             declared: counts,
             written: Counts::default(),
             buffer: Vec::new(),
+            line: 1 + newlines(&head),
+            bytes: head.len() as u64,
+            last_at: Position::default(),
         })
+    }
+
+    /// The canonical JSON of the last analysis written (unindented), and where it starts in
+    /// the file: what a reader of the file will parse, for checking it as it is written.
+    pub fn last_record(&self) -> (&[u8], Position) {
+        (&self.buffer, self.last_at)
     }
 
     /// Appends one analysis.
     pub fn write_analysis(&mut self, analysis: &Analysis) -> io::Result<()> {
-        self.out.write_all(if self.written.total_analyses == 0 {
+        let separator: &[u8] = if self.written.total_analyses == 0 {
             b"\n    "
         } else {
             b",\n    "
-        })?;
+        };
+        self.out.write_all(separator)?;
+        self.line += 1;
+        self.bytes += separator.len() as u64;
+        self.last_at = Position {
+            line: self.line,
+            column: 5,
+            offset: self.bytes,
+        };
         self.buffer.clear();
         write_canonical(&mut self.buffer, analysis)?;
+        let lines = newlines(&self.buffer);
+        self.line += lines;
+        self.bytes += self.buffer.len() as u64 + 4 * lines;
         let mut lines = self.buffer.split(|&b| b == b'\n');
         if let Some(first) = lines.next() {
             self.out.write_all(first)?;
@@ -98,6 +125,10 @@ fn pretty<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
         serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::new());
     value.serialize(&mut ser).map_err(io::Error::from)?;
     Ok(out)
+}
+
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 fn indent(text: &[u8], prefix: &[u8]) -> Vec<u8> {

@@ -46,9 +46,11 @@ fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
     let stored: HashMap<Uuid, &Chunk> = old.chunks.iter().map(|c| (c.id, c)).collect();
     let mut remove_chunks = Vec::new();
     let mut add_chunks = Vec::new();
+    let mut update_chunks = Vec::new();
     for (i, chunk) in new.chunks.iter().enumerate() {
         match stored.get(&chunk.id) {
             Some(&before) if before == chunk => {}
+            Some(&before) if before.chunk_index == chunk.chunk_index => update_chunks.push(i),
             Some(_) => {
                 remove_chunks.push(chunk.id);
                 add_chunks.push(i);
@@ -69,6 +71,7 @@ fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
         findings,
         remove_chunks,
         add_chunks,
+        update_chunks,
         artifact: old.artifact != new.artifact,
     })
 }
@@ -99,9 +102,9 @@ pub(crate) fn apply_batch(
             continue;
         };
         tally.changed += 1;
-        tally.chunks_rewritten += patch.add_chunks.len() as u64;
+        tally.chunks_rewritten += (patch.add_chunks.len() + patch.update_chunks.len()) as u64;
         let vectors = if dry_run {
-            Vec::new()
+            HashMap::new()
         } else {
             vectors_for(tx, embedder, old, &patch, use_cache, tally)?
         };
@@ -115,8 +118,9 @@ pub(crate) fn apply_batch(
     Ok(new)
 }
 
-/// One vector per chunk the patch adds: the stored one where the text is the same (and the
-/// current model made it), else from the cache or the model.
+/// The vectors the patch needs, by chunk id: for every added chunk and every updated chunk whose
+/// text changed — the stored one where an added chunk keeps its text (and the current model made
+/// it), else from the cache or the model.
 fn vectors_for(
     tx: &mut dyn WriteTransaction,
     embedder: &dyn Embedder,
@@ -124,45 +128,40 @@ fn vectors_for(
     patch: &Patch<'_>,
     use_cache: bool,
     tally: &mut DifferenceTally,
-) -> Result<Vec<Vec<f32>>, OpError> {
-    let added: Vec<&Chunk> = patch
-        .add_chunks
+) -> Result<HashMap<Uuid, Vec<f32>>, OpError> {
+    let chunks = &patch.analysis.chunks;
+    let old_text = |id: Uuid| old.chunks.iter().find(|o| o.id == id).map(|o| &o.content);
+    let added: Vec<&Chunk> = patch.add_chunks.iter().map(|&i| &chunks[i]).collect();
+    let retexted = patch
+        .update_chunks
         .iter()
-        .map(|&i| &patch.analysis.chunks[i])
-        .collect();
+        .map(|&i| &chunks[i])
+        .filter(|c| old_text(c.id) != Some(&c.content));
     let same_text: Vec<Uuid> = added
         .iter()
-        .filter(|c| {
-            old.chunks
-                .iter()
-                .any(|o| o.id == c.id && o.content == c.content)
-        })
+        .filter(|c| old_text(c.id) == Some(&c.content))
         .map(|c| c.id)
         .collect();
-    let kept = if same_text.is_empty() {
+    let mut vectors = if same_text.is_empty() {
         HashMap::new()
     } else {
         tx.chunk_vectors(&same_text, embedder.model_id(), embedder.dimension())?
     };
-    tally.vectors_kept += kept.len() as u64;
-    let missing: Vec<&str> = added
+    tally.vectors_kept += vectors.len() as u64;
+    let missing: Vec<&Chunk> = added
         .iter()
-        .filter(|c| !kept.contains_key(&c.id))
-        .map(|c| c.content.as_str())
+        .copied()
+        .filter(|c| !vectors.contains_key(&c.id))
+        .chain(retexted)
         .collect();
-    let lookup = embedding::lookup(tx, embedder, &missing, use_cache)?;
-    let (computed, fresh) = embedding::complete(embedder, &missing, lookup.cached)?;
+    let texts: Vec<&str> = missing.iter().map(|c| c.content.as_str()).collect();
+    let lookup = embedding::lookup(tx, embedder, &texts, use_cache)?;
+    let (computed, fresh) = embedding::complete(embedder, &texts, lookup.cached)?;
     embedding::remember(tx, embedder, &lookup.digests, &computed, &fresh)?;
     tally.embedded += fresh.len() as u64;
-    tally.from_cache += (missing.len() - fresh.len()) as u64;
-    let mut computed = computed.into_iter();
-    Ok(added
-        .iter()
-        .map(|c| match kept.get(&c.id) {
-            Some(v) => v.clone(),
-            None => computed.next().unwrap_or_default(),
-        })
-        .collect())
+    tally.from_cache += (texts.len() - fresh.len()) as u64;
+    vectors.extend(missing.iter().map(|c| c.id).zip(computed));
+    Ok(vectors)
 }
 
 #[cfg(test)]
@@ -215,10 +214,22 @@ mod tests {
         new.chunks.remove(2);
         let p = patch(&old, &new).unwrap();
         assert!(!p.row && !p.findings && !p.artifact);
-        assert_eq!(p.add_chunks, vec![1]);
-        let mut removed = p.remove_chunks.clone();
-        removed.sort();
-        assert_eq!(removed, vec![old.chunks[1].id, old.chunks[2].id]);
+        assert_eq!(p.update_chunks, vec![1]);
+        assert!(p.add_chunks.is_empty());
+        assert_eq!(p.remove_chunks, vec![old.chunks[2].id]);
+    }
+
+    #[test]
+    fn a_moved_chunk_is_removed_and_added() {
+        let old = analysis();
+        let mut new = analysis();
+        new.chunks.swap(0, 1);
+        new.chunks[0].chunk_index = 0;
+        new.chunks[1].chunk_index = 1;
+        let p = patch(&old, &new).unwrap();
+        assert_eq!(p.add_chunks, vec![0, 1]);
+        assert_eq!(p.remove_chunks.len(), 2);
+        assert!(p.update_chunks.is_empty());
     }
 
     #[test]

@@ -3,13 +3,16 @@
 
 use super::atomic::{self, AtomicFile};
 use super::{OpError, Progress, Unit};
+use crate::format::reader::{parse_analysis, Header};
+use crate::format::validate::{MetadataFile, UrlPolicy, Validator};
 use crate::format::writer::{metadata_file_content, same_content, BackupWriter};
+use crate::format::FORMAT_VERSION;
 use crate::model::{Counts, StatusFilter};
+use crate::report::Check;
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What to back up, and where.
@@ -58,7 +61,24 @@ fn refuse_to_empty(options: &BackupOptions) -> Result<(), OpError> {
     Ok(())
 }
 
+/// The metadata file's bytes, if it is a regular file of a sane size (a device could be read
+/// forever).
+fn read_small_file(path: &Path) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    atomic::open_regular(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
+}
+
 /// Writes the backup of `store` described by `options`.
+///
+/// What is written is checked as it is written, by the rules `verify --file-only` applies (each
+/// record parsed back from its canonical bytes and validated, then the whole-file checks): rows
+/// that another tool wrote and that no backup can hold (a year outside 0001–9999, a NUL, a gap in
+/// `chunk_index`, …) make it refuse with every such record named, leaving the old file as it was.
 pub fn backup(
     store: &mut dyn Store,
     options: &BackupOptions,
@@ -67,6 +87,9 @@ pub fn backup(
     let started = Instant::now();
     let path = &options.file;
     let mut out = AtomicFile::create(path).map_err(OpError::io(path))?;
+    let policy = UrlPolicy::default();
+    let mut validator = Validator::new(format!("{} (as written)", path.display()), &policy);
+    let created_at = Timestamp::now();
     let counts = {
         let mut snapshot = store.snapshot()?;
         let counts = snapshot.counts(&options.filter)?;
@@ -74,9 +97,10 @@ pub fn backup(
             refuse_to_empty(options)?;
         }
         progress.start("backup", counts.total_analyses, Unit::Records);
+        validator.expect(&counts);
         let mut writer = BackupWriter::new(
             BufWriter::with_capacity(1 << 18, out.file()),
-            Timestamp::now(),
+            created_at,
             counts,
         )
         .map_err(OpError::io(path))?;
@@ -86,6 +110,20 @@ pub fn backup(
             if let Err(e) = writer.write_analysis(&analysis) {
                 write_error = Some(e);
                 return Err(StoreError::Stopped);
+            }
+            let (bytes, at) = writer.last_record();
+            match parse_analysis(bytes, done, at) {
+                Ok(raw) => {
+                    validator.check(raw, at);
+                }
+                Err((at, message)) => validator.fail(
+                    Check::Json,
+                    format!(
+                        "{}:{at}: analysis {}: {message}",
+                        path.display(),
+                        analysis.id
+                    ),
+                ),
             }
             done += 1;
             progress.set(done);
@@ -105,14 +143,32 @@ pub fn backup(
         counts
     };
     progress.finish();
+    let header = Header {
+        version: Some(FORMAT_VERSION.to_owned()),
+        created_at: Some(created_at.to_string()),
+        // The writer has checked the declared counts against what it wrote.
+        metadata: Some(validator.counts()),
+    };
+    let (report, _) = validator.finish(&header, MetadataFile::Absent("written now".into()));
+    if report.has_errors() {
+        return Err(OpError::Unbackupable {
+            path: path.clone(),
+            report: Box::new(report),
+        });
+    }
 
     let bytes = out.file().metadata().map_err(OpError::io(path))?.len();
-    let unchanged_backup = match File::open(path) {
+    // Compared with the file being replaced (a link's target), reading no more than could be
+    // equal: a file longer than the new one by more than a timestamp's width is not.
+    let unchanged_backup = match atomic::open_regular(out.target()) {
         Ok(existing) => {
             let temp = out.file();
             temp.seek(SeekFrom::Start(0)).map_err(OpError::io(path))?;
-            same_content(BufReader::new(existing), BufReader::new(&*temp))
-                .map_err(OpError::io(path))?
+            same_content(
+                BufReader::new(existing.take(bytes + 64)),
+                BufReader::new(&*temp),
+            )
+            .map_err(OpError::io(path))?
         }
         Err(_) => false,
     };
@@ -121,7 +177,7 @@ pub fn backup(
     }
     // The metadata file is rewritten whenever it differs, even when the backup did not change.
     let metadata = metadata_file_content(&counts).map_err(OpError::io(&options.metadata_file))?;
-    let metadata_current = std::fs::read(&options.metadata_file).is_ok_and(|m| m == metadata);
+    let metadata_current = read_small_file(&options.metadata_file).is_some_and(|m| m == metadata);
     if !metadata_current {
         atomic::write_file(&options.metadata_file, &metadata)
             .map_err(OpError::io(&options.metadata_file))?;

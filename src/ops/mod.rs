@@ -75,6 +75,15 @@ pub enum OpError {
         /// Every problem found.
         report: Box<Report>,
     },
+    /// The database holds records that a backup cannot hold (they break FORMAT.md's rules, so
+    /// `verify` and `restore` would refuse the file); the report names each. Nothing was written.
+    #[error("the database holds records that break the backup format's rules; {} was not written (left as it was)", path.display())]
+    Unbackupable {
+        /// The backup file that was not written.
+        path: PathBuf,
+        /// Every problem found.
+        report: Box<Report>,
+    },
     /// Records of the file already exist in the database (`--on-conflict fail`).
     #[error("{count} records of the backup already exist in the database; nothing was changed")]
     Conflicts {
@@ -134,7 +143,10 @@ impl OpError {
     /// `diff` 1 means "they differ", and `load` refuses a snapshot that fails its manifest with 2.
     pub fn exit_code(&self) -> i32 {
         match self {
-            OpError::Invalid { .. } | OpError::Conflicts { .. } | OpError::LoadedMismatch(_) => 1,
+            OpError::Invalid { .. }
+            | OpError::Unbackupable { .. }
+            | OpError::Conflicts { .. }
+            | OpError::LoadedMismatch(_) => 1,
             OpError::Store(e) if e.is_bad_data() => 1,
             OpError::Store(_)
             | OpError::Embed(_)

@@ -57,9 +57,9 @@ pub struct RestoreOptions {
     /// Take vectors from the embedding cache where it has them (`--no-cache`: false; fresh
     /// vectors are cached either way).
     pub use_cache: bool,
-    /// With `replace`: go ahead when rows of an application's other tables reference rows the
-    /// restore deletes (their foreign keys then cascade or set null, as the application
-    /// declared). Without it, such a restore is refused before anything changes.
+    /// Go ahead when rows of an application's other tables reference rows the restore deletes
+    /// (their foreign keys then cascade or set null, as the application declared). Without it,
+    /// such a restore is refused and nothing changes.
     pub allow_cascade: bool,
 }
 
@@ -95,6 +95,8 @@ pub struct RestoreSummary {
     /// Time taken.
     #[serde(serialize_with = "crate::ops::serialize_seconds")]
     pub elapsed: Duration,
+    /// What was worth a warning but did not stop the restore (a stale metadata file).
+    pub warnings: Vec<String>,
 }
 
 /// How many conflicting ids an error lists.
@@ -127,9 +129,7 @@ pub fn restore(
     // An application's tables are replaced by applying the difference (unchanged rows keep
     // their row, embedding and index entries); goldset's own by deleting and loading in bulk.
     let by_difference = options.replace && tx.replaces_by_difference();
-    if options.replace {
-        refuse_dependents(&mut *tx, options.allow_cascade)?;
-    }
+    tx.allow_cascade(options.allow_cascade);
     let removed = if options.replace && !by_difference {
         let before = tx.inventory()?;
         tx.delete_all()?;
@@ -138,8 +138,9 @@ pub fn restore(
         None
     };
     // Into an empty database, an additive restore is a bulk load with nothing to conflict with
-    // (ids repeated within the file are the validator's to report).
-    let empty_at_start = !options.replace && tx.load_in_bulk_if_empty()?;
+    // (ids repeated within the file are the validator's to report); a replace by difference
+    // into empty tables has nothing to compare with.
+    let empty_at_start = (!options.replace || by_difference) && tx.load_in_bulk_if_empty()?;
     if by_difference {
         // Unchanged chunks keep their vectors; any not made by this model are embedded again
         // at the end, so that one model embeds every chunk when the restore commits.
@@ -229,6 +230,10 @@ pub fn restore(
         }
     };
     let (report, in_file) = validator.finish(&header, metadata_file);
+    let warnings = report
+        .get(Check::MetadataFile)
+        .map(|r| r.examples.clone())
+        .unwrap_or_default();
     if report.has_errors() {
         return Err(OpError::Invalid {
             path: path.clone(),
@@ -248,8 +253,10 @@ pub fn restore(
     if let Some(d) = &mut difference {
         tally.embedded += d.embedded;
         tally.from_cache += d.from_cache;
-        seen.sort_unstable();
-        d.deleted = tx.delete_analyses_except(&seen)?;
+        if !empty_at_start {
+            seen.sort_unstable();
+            d.deleted = tx.delete_analyses_except(&seen)?;
+        }
         if !options.dry_run {
             let (fresh, cached) =
                 super::reembed::embed_all_stale(&mut *tx, embedder, options.use_cache)?;
@@ -283,43 +290,8 @@ pub fn restore(
         model: embedder.model_id().to_owned(),
         dry_run: options.dry_run,
         elapsed: started.elapsed(),
+        warnings,
     })
-}
-
-/// Refuses a `--replace` whose deletes would reach rows outside the dataset (an application's
-/// table with a foreign key onto a mapped one), naming them, unless `allow` — and always when the
-/// application's key forbids the delete.
-fn refuse_dependents(tx: &mut dyn WriteTransaction, allow: bool) -> Result<(), OpError> {
-    let dependents = tx.dependents()?;
-    let describe = |d: &crate::store::Dependent| {
-        format!(
-            "{} rows of {} reference {} (ON DELETE {})",
-            d.rows,
-            d.table,
-            d.references,
-            d.on_delete.to_uppercase()
-        )
-    };
-    let blocked: Vec<String> = dependents
-        .iter()
-        .filter(|d| matches!(d.on_delete.as_str(), "restrict" | "no action"))
-        .map(describe)
-        .collect();
-    if !blocked.is_empty() {
-        return Err(OpError::Refused(format!(
-            "restore --replace cannot delete the dataset's rows: {}; nothing was changed",
-            blocked.join("; ")
-        )));
-    }
-    if !allow && !dependents.is_empty() {
-        let all: Vec<String> = dependents.iter().map(describe).collect();
-        return Err(OpError::Refused(format!(
-            "restore --replace would delete or change rows outside the golden dataset: {}; \
-             nothing was changed (pass --allow-cascade to go ahead)",
-            all.join("; ")
-        )));
-    }
-    Ok(())
 }
 
 /// One model per database: an additive restore with another model than the one that embedded
@@ -380,7 +352,8 @@ fn read_batches<'o>(
     progress: &dyn Progress,
     counting_chunks: &AtomicBool,
 ) -> (Validator<'o>, Result<Header, ReadError<Hangup>>) {
-    let mut validator = Validator::new(options.file.display().to_string(), &options.url_policy);
+    let mut validator = Validator::new(options.file.display().to_string(), &options.url_policy)
+        .metadata_file_advisory();
     let mut batch = Vec::new();
     let mut batch_chunks = 0;
     let limit = options.batch_chunks.max(1);
@@ -500,21 +473,22 @@ impl Writer<'_, '_> {
     ) -> Result<(), OpError> {
         let mut in_flight = 0;
         for batch in batches {
-            let batch = if let Some(tally) = &mut self.difference {
-                self.seen.extend(batch.iter().map(|a| a.id));
-                apply::apply_batch(
-                    &mut *self.tx,
-                    self.embedder,
-                    batch,
-                    self.options.use_cache,
-                    self.options.dry_run,
-                    tally,
-                )?
-            } else if self.options.replace || self.empty_at_start {
-                batch
-            } else {
-                self.resolve_conflicts(batch)?
-            };
+            let batch =
+                if let Some(tally) = self.difference.as_mut().filter(|_| !self.empty_at_start) {
+                    self.seen.extend(batch.iter().map(|a| a.id));
+                    apply::apply_batch(
+                        &mut *self.tx,
+                        self.embedder,
+                        batch,
+                        self.options.use_cache,
+                        self.options.dry_run,
+                        tally,
+                    )?
+                } else if self.options.replace || self.empty_at_start {
+                    batch
+                } else {
+                    self.resolve_conflicts(batch)?
+                };
             // Once a conflict makes the restore fail, only keep looking for more conflicts.
             if self.conflicts > 0 || batch.is_empty() {
                 continue;

@@ -313,21 +313,6 @@ pub trait ReadSnapshot {
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
 }
 
-/// Rows of a table outside the dataset that reference rows of a mapped table: what deleting
-/// those would do to them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Dependent {
-    /// The referencing table.
-    pub table: String,
-    /// The mapped table it references.
-    pub references: String,
-    /// `cascade` (the rows would be deleted too), `set null`, `set default`, or `restrict` /
-    /// `no action` (the delete would fail).
-    pub on_delete: String,
-    /// How many of its rows reference mapped rows.
-    pub rows: u64,
-}
-
 /// How one analysis changes when `restore --replace` applies only the difference: the file's
 /// version, and which of its stored parts go and come.
 #[derive(Debug)]
@@ -338,10 +323,15 @@ pub struct Patch<'a> {
     pub row: bool,
     /// Its findings differ (where they are rows of their own).
     pub findings: bool,
-    /// Stored chunks to delete (gone, or changed: changed ones come back in `add_chunks`).
+    /// Stored chunks to delete (gone, or moved to another position: those come back in
+    /// `add_chunks`).
     pub remove_chunks: Vec<Uuid>,
     /// Positions in `analysis.chunks` of the chunks to insert.
     pub add_chunks: Vec<usize>,
+    /// Positions in `analysis.chunks` of stored chunks to update in place (same id and
+    /// position, other fields changed): the row stays, and so do rows of other tables that
+    /// reference it; its embedding changes only when a vector is given for it.
+    pub update_chunks: Vec<usize>,
     /// Its artifact differs (the stored one goes, the file's, if any, comes).
     pub artifact: bool,
 }
@@ -370,11 +360,12 @@ pub trait WriteTransaction {
     ) -> Result<std::collections::HashMap<Uuid, Vec<f32>>> {
         Ok(Default::default())
     }
-    /// Applies one analysis's change; `vectors` holds one vector (by `model`) per added chunk.
+    /// Applies one analysis's change; `vectors` (made by `model`) holds one vector per added
+    /// chunk and per updated chunk whose text changed, by chunk id.
     fn apply_patch(
         &mut self,
         _patch: &Patch<'_>,
-        _vectors: &[Vec<f32>],
+        _vectors: &std::collections::HashMap<Uuid, Vec<f32>>,
         _model: &str,
     ) -> Result<()> {
         Err(StoreError::Refused(
@@ -388,11 +379,11 @@ pub trait WriteTransaction {
             "this store does not apply differences".into(),
         ))
     }
-    /// Rows outside the dataset that reference rows [`WriteTransaction::delete_all`] would
-    /// delete (an application's own tables; never any for goldset's own schema).
-    fn dependents(&mut self) -> Result<Vec<Dependent>> {
-        Ok(Vec::new())
-    }
+    /// Lets deletes reach rows outside the dataset that reference deleted rows (an
+    /// application's `ON DELETE CASCADE` / `SET NULL`; `--allow-cascade`). Without it, an
+    /// application's store refuses such a delete, naming the tables and rows; goldset's own
+    /// tables have no such references.
+    fn allow_cascade(&mut self, _allow: bool) {}
     /// What the database holds now (inside the transaction).
     fn inventory(&mut self) -> Result<Inventory>;
     /// Deletes every analysis, chunk and artifact (PostgreSQL then loads in bulk: indexes and

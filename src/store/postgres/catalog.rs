@@ -64,8 +64,10 @@ pub(super) fn read(client: &mut impl GenericClient, skip_schema: &str) -> Result
     }
     for row in client.query(
         "SELECT fn.nspname || '.' || f.relname, tn.nspname || '.' || t.relname,
-                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) AS u(n)
-                        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n),
+                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY AS u(n, i)
+                        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
+                ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY AS u(n, i)
+                        JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i),
                 CASE k.confdeltype WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null'
                      WHEN 'd' THEN 'set default' WHEN 'r' THEN 'restrict' ELSE 'no action' END
            FROM pg_constraint k
@@ -79,7 +81,8 @@ pub(super) fn read(client: &mut impl GenericClient, skip_schema: &str) -> Result
             from_table: row.get(0),
             to_table: row.get(1),
             from_columns: row.get(2),
-            on_delete: row.get(3),
+            to_columns: row.get(3),
+            on_delete: row.get(4),
         });
     }
     Ok(catalog)

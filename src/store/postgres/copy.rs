@@ -22,14 +22,14 @@ const FLUSH_AT: usize = 64 * 1024;
 /// A writer of binary `COPY` data for rows of fixed column types.
 pub struct BinaryRows<W: Write> {
     out: W,
-    columns: Vec<&'static str>,
+    columns: Vec<String>,
     types: Vec<Type>,
     buf: BytesMut,
 }
 
 impl<W: Write> BinaryRows<W> {
     /// Starts the data (writes the header) for rows of these columns and types.
-    pub fn new(out: W, columns: &[&'static str], types: Vec<Type>) -> Self {
+    pub fn new(out: W, columns: &[&str], types: Vec<Type>) -> Self {
         debug_assert_eq!(columns.len(), types.len());
         let mut buf = BytesMut::with_capacity(FLUSH_AT + 8192);
         buf.put_slice(SIGNATURE);
@@ -37,7 +37,7 @@ impl<W: Write> BinaryRows<W> {
         buf.put_i32(0);
         BinaryRows {
             out,
-            columns: columns.to_vec(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             types,
             buf,
         }
@@ -82,7 +82,7 @@ impl<W: Write> BinaryRows<W> {
 
     fn encode_error(&self, column: usize, reason: String) -> StoreError {
         StoreError::Encode {
-            column: self.columns[column].to_owned(),
+            column: self.columns[column].clone(),
             reason,
         }
     }

@@ -21,12 +21,16 @@ pub(super) fn read(conn: &Connection) -> Result<Catalog> {
         let mut info = conn.prepare(&format!("PRAGMA table_info({})", quote_name(&name)))?;
         let columns = info
             .query_map([], |r| {
+                let sql_type = r.get::<_, String>(2)?.to_lowercase();
+                let primary_key = r.get::<_, i64>(5)? != 0;
                 Ok(Column {
                     name: r.get(1)?,
-                    sql_type: r.get::<_, String>(2)?.to_lowercase(),
                     not_null: r.get::<_, i64>(3)? != 0,
-                    has_default: r.get::<_, Option<String>>(4)?.is_some(),
-                    primary_key: r.get::<_, i64>(5)? != 0,
+                    // An INTEGER PRIMARY KEY is the rowid: SQLite assigns it.
+                    has_default: r.get::<_, Option<String>>(4)?.is_some()
+                        || (primary_key && sql_type == "integer"),
+                    sql_type,
+                    primary_key,
                     allowed: Vec::new(),
                 })
             })?
@@ -37,13 +41,18 @@ pub(super) fn read(conn: &Connection) -> Result<Catalog> {
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
             let column: String = r.get(3)?;
+            let to: Option<String> = r.get(4)?;
             match by_id.iter_mut().find(|(k, _)| *k == id) {
-                Some((_, key)) => key.from_columns.push(column),
+                Some((_, key)) => {
+                    key.from_columns.push(column);
+                    key.to_columns.extend(to);
+                }
                 None => by_id.push((
                     id,
                     ForeignKey {
                         from_table: name.clone(),
                         from_columns: vec![column],
+                        to_columns: to.into_iter().collect(),
                         to_table: r.get(2)?,
                         on_delete: r.get::<_, String>(6)?.to_lowercase(),
                     },

@@ -309,6 +309,24 @@ fn register_sha256(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+impl Drop for SqliteStore {
+    /// A write that failed on I/O (a full disk, a file-size limit) can leave SQLite unable to
+    /// roll back in place: the pager keeps the journal *hot* for the next connection, so the
+    /// file on disk needs that journal to be whole, and the journal keeps its space. Reading
+    /// once more before closing makes this connection roll the journal back and delete it now.
+    fn drop(&mut self) {
+        let mut journal = self.path.clone().into_os_string();
+        journal.push("-journal");
+        if Path::new(&journal).exists() && self.conn.is_autocommit() {
+            let _ = self
+                .conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

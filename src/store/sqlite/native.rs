@@ -7,6 +7,7 @@ use super::read::{embedding_models, inventory, Reading};
 use super::SqliteStore;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Checks a snapshot file (read-only): SQLite's own integrity check, a schema version this build
 /// knows; and says what it holds.
@@ -60,9 +61,42 @@ impl SqliteStore {
     pub(super) fn dump_native(&mut self, target: &Path) -> Result<NativeSnapshot> {
         // The online backup API copies a consistent state while others may read (and write);
         // the counts are read from the copy itself.
-        self.conn
-            .backup(rusqlite::DatabaseName::Main, target, None)?;
+        let copied = self.copy_to(target);
+        // The copy keeps no journal, but remove one should an older run or a failed open have
+        // left it: nothing beside the temp file may outlive it.
+        let mut journal = target.as_os_str().to_owned();
+        journal.push("-journal");
+        let _ = std::fs::remove_file(&journal);
+        copied?;
         read_snapshot_file(target)
+    }
+
+    fn copy_to(&self, target: &Path) -> Result<()> {
+        // Whatever the SQLite error says ("not an error" is what the destination connection
+        // reports after a failed step), the cause is named with the file it concerns.
+        let failed = |e: rusqlite::Error| {
+            let os = std::io::Error::last_os_error();
+            let cause = match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DiskFull) => "the disk is full".to_owned(),
+                Some(rusqlite::ErrorCode::SystemIoFailure) => match os.raw_os_error() {
+                    Some(n) if n != 0 => format!("writing failed: {os}"),
+                    _ => format!("writing failed: {e}"),
+                },
+                _ => e.to_string(),
+            };
+            StoreError::file(target)(std::io::Error::other(cause))
+        };
+        let mut dst = rusqlite::Connection::open(target).map_err(failed)?;
+        // No journal and no syncs: the temp file is thrown away on any failure, and the caller
+        // fsyncs it before renaming it into place.
+        dst.pragma_update(None, "journal_mode", "OFF")
+            .map_err(failed)?;
+        dst.pragma_update(None, "synchronous", "OFF")
+            .map_err(failed)?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut dst).map_err(failed)?;
+        backup
+            .run_to_completion(1024, Duration::from_millis(50), None)
+            .map_err(failed)
     }
 
     /// Swaps the snapshot file in for the database, all or nothing.
@@ -74,9 +108,7 @@ impl SqliteStore {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
-        let temp = tempfile::Builder::new()
-            .prefix(".goldset-load-")
-            .tempfile_in(&dir)
+        let temp = crate::ops::atomic::temp_file_in(&dir, "load-", ".tmp")
             .map_err(StoreError::file(&dir))?;
         std::fs::copy(source, temp.path()).map_err(StoreError::file(source))?;
         temp.as_file()

@@ -237,24 +237,31 @@ impl WriteTransaction for SqliteWrite<'_> {
     }
 
     fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {
+        // Set-based and linear: the (model, digest) pairs chunks use are computed once, each is
+        // looked up in the cache's unique index, and the entries not found that way go in one
+        // DELETE. (`(model, content_sha256) NOT IN (SELECT …)` compared every entry with every
+        // pair: 40.5k entries beside 40k chunks took 95 s; this takes well under a second.)
         let condition = if everything {
             String::new()
         } else {
             format!(
-                "WHERE (model, content_sha256) NOT IN ({})",
+                "WHERE rowid NOT IN (
+                    WITH used (model, digest) AS ({})
+                    SELECT e.rowid FROM used u JOIN {EMBEDDING_CACHE} e
+                        ON e.model = u.model AND e.content_sha256 = u.digest)",
                 used_cache_keys(self.reading())
             )
         };
-        let (entries, bytes): (i64, i64) = self.tx.query_row(
-            &format!(
-                "SELECT count(*), coalesce(sum(length(embedding)), 0) FROM {EMBEDDING_CACHE} {condition}"
-            ),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        self.tx
-            .execute(&format!("DELETE FROM {EMBEDDING_CACHE} {condition}"), [])?;
-        Ok((entries as u64, bytes as u64))
+        let mut stmt = self.tx.prepare(&format!(
+            "DELETE FROM {EMBEDDING_CACHE} {condition} RETURNING length(embedding)"
+        ))?;
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            entries += 1;
+            bytes += row.get::<_, Option<i64>>(0)?.unwrap_or(0) as u64;
+        }
+        Ok((entries, bytes))
     }
 
     fn commit(self: Box<Self>) -> Result<()> {

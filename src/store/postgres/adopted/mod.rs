@@ -1,0 +1,488 @@
+//! Writing into an application's tables: row-level statements only — no DDL on them, no index
+//! or constraint churn, no retyped column — in one transaction under goldset's advisory lock, so
+//! the application can keep running and a failed or killed restore leaves every table as it was.
+//!
+//! Values travel as text and are cast to each column's own type (taken from the catalog), which
+//! lets one statement per table and batch (`INSERT … SELECT … FROM unnest($1::text[], …)`) serve
+//! `uuid` or text ids, `timestamptz`, `timestamp` or text times, `jsonb`, `json` or text JSON,
+//! and `vector(N)`, `real[]` or `bytea` embeddings alike. goldset's bookkeeping — the model of
+//! each embedding and the embedding cache — lives in a schema of its own, created by the first
+//! writing command.
+
+mod difference;
+mod insert;
+mod rows;
+
+use super::super::catalog::Catalog;
+use super::super::layout::{quote_name as q, Layout};
+use super::super::{
+    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
+    Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
+};
+use super::connect::quote;
+use super::read::{embedding_models, inventory, used_cache_keys, Reading};
+use super::Names;
+use crate::model::{Analysis, Counts};
+use postgres::types::{ToSql, Type};
+use postgres::Client;
+use rows::{vector_text, RecordRows};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// A write transaction on an application's tables.
+pub(super) struct AdoptedWrite<'c> {
+    pub(super) client: &'c mut Client,
+    pub(super) names: &'c Names,
+    pub(super) layout: &'c Layout,
+    /// Each mapped column's type, `table.column` → `uuid`, `vector(384)`, ….
+    types: HashMap<String, String>,
+    catalog: Catalog,
+    /// Column types by `table:columns`, for binary `COPY`.
+    column_types: HashMap<String, Vec<Type>>,
+    /// `--allow-cascade`: deletes may cascade into (or null out) rows outside the dataset.
+    allow_cascade: bool,
+    done: bool,
+}
+
+impl Drop for AdoptedWrite<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+        let _ = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.names.lock_key]);
+    }
+}
+
+impl<'c> AdoptedWrite<'c> {
+    /// Begins: the restore lock, `BEGIN`, goldset's bookkeeping tables, the catalog's types.
+    pub(super) fn begin(
+        client: &'c mut Client,
+        names: &'c Names,
+        layout: &'c Layout,
+        catalog: Catalog,
+    ) -> Result<Self> {
+        client.batch_execute("BEGIN; SET LOCAL TimeZone = 'UTC'")?;
+        let mut types = HashMap::new();
+        for (table, columns) in layout.tables() {
+            let found = catalog.table(table);
+            for column in columns {
+                if let Some(c) = found.and_then(|t| t.column(column)) {
+                    types.insert(format!("{table}.{column}"), c.sql_type.clone());
+                }
+            }
+        }
+        for (table, values) in &layout.fill {
+            let found = catalog.table(table);
+            for column in values.keys() {
+                let Some(c) = found.and_then(|t| t.column(column)) else {
+                    return Err(StoreError::Schema(format!(
+                        "mapping: fill names {table}.{column}, which does not exist"
+                    )));
+                };
+                types.insert(format!("{table}.{column}"), c.sql_type.clone());
+            }
+        }
+        let mut tx = AdoptedWrite {
+            client,
+            names,
+            layout,
+            types,
+            catalog,
+            column_types: HashMap::new(),
+            allow_cascade: false,
+            done: false,
+        };
+        tx.catalog.check_required_columns(tx.layout)?;
+        tx.ensure_bookkeeping()?;
+        Ok(tx)
+    }
+
+    /// goldset's schema beside the application's: the model of each embedding, the cache.
+    fn ensure_bookkeeping(&mut self) -> Result<()> {
+        let n = self.names;
+        let exists: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+                &[&n.embeddings, &n.cache],
+            )?
+            .get(0);
+        if exists {
+            return Ok(());
+        }
+        self.client.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {embeddings} (
+                 chunk_id       text PRIMARY KEY,
+                 model          text NOT NULL,
+                 content_sha256 bytea NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS {cache} (
+                 model          text NOT NULL,
+                 content_sha256 bytea NOT NULL,
+                 embedding      bytea NOT NULL,
+                 PRIMARY KEY (model, content_sha256)
+             );",
+            schema = quote(&n.schema),
+            embeddings = n.embeddings,
+            cache = n.cache
+        ))?;
+        Ok(())
+    }
+
+    fn reading(&self) -> Reading<'c> {
+        Reading {
+            layout: self.layout,
+            names: self.names,
+            model_table: true,
+        }
+    }
+
+    /// The type of `table.column` for a cast.
+    fn type_of(&self, table: &str, column: &str) -> String {
+        self.types
+            .get(&format!("{table}.{column}"))
+            .cloned()
+            .unwrap_or_else(|| "text".into())
+    }
+
+    /// `$n::text[]::TYPE[]` for a parameter of encoded ids compared with `table.column`.
+    fn id_array(&self, n: usize, table: &str, column: &str) -> String {
+        format!("${n}::text[]::{}[]", self.type_of(table, column))
+    }
+
+    fn ids(&self, ids: impl IntoIterator<Item = Uuid>) -> Vec<String> {
+        ids.into_iter()
+            .map(|id| self.layout.ids.text(&id))
+            .collect()
+    }
+}
+
+impl WriteTransaction for AdoptedWrite<'_> {
+    fn allow_cascade(&mut self, allow: bool) {
+        self.allow_cascade = allow;
+    }
+
+    fn inventory(&mut self) -> Result<Inventory> {
+        let reading = self.reading();
+        inventory(&mut *self.client, &reading)
+    }
+
+    fn delete_all(&mut self) -> Result<()> {
+        let l = self.layout;
+        if let Some(f) = &l.findings {
+            self.delete_where(&f.table, &f.analysis_id, None)?;
+        }
+        self.delete_where(&l.chunks.table, &l.chunks.id, None)?;
+        if let Some(r) = &l.artifacts {
+            self.delete_where(&r.table, &r.id, None)?;
+        }
+        self.delete_where(&l.analyses.table, &l.analyses.id, None)?;
+        self.client
+            .execute(&format!("DELETE FROM {}", self.names.embeddings), &[])?;
+        Ok(())
+    }
+
+    fn load_in_bulk_if_empty(&mut self) -> Result<bool> {
+        // No bulk mode on an application's tables: rows go in one by one either way.
+        Ok(self.inventory()? == Inventory::default())
+    }
+
+    fn existing(&mut self, analyses: &[Analysis]) -> Result<Vec<Existing>> {
+        let l = self.layout;
+        let analysis_ids = self.ids(analyses.iter().map(|a| a.id));
+        let chunk_ids = self.ids(analyses.iter().flat_map(|a| a.chunks.iter().map(|c| c.id)));
+        let artifact_ids = self.ids(
+            analyses
+                .iter()
+                .filter_map(|a| a.artifact.as_ref().map(|r| r.id)),
+        );
+        let mut parts = vec![
+            format!(
+                "SELECT 0, {id}::text, {id}::text FROM {} WHERE {id} = ANY({})",
+                q(&l.analyses.table),
+                self.id_array(1, &l.analyses.table, &l.analyses.id),
+                id = q(&l.analyses.id)
+            ),
+            format!(
+                "SELECT 1, {}::text, {}::text FROM {} WHERE {} = ANY({})",
+                q(&l.chunks.id),
+                q(&l.chunks.analysis_id),
+                q(&l.chunks.table),
+                q(&l.chunks.id),
+                self.id_array(2, &l.chunks.table, &l.chunks.id)
+            ),
+        ];
+        if let Some(r) = &l.artifacts {
+            parts.push(format!(
+                "SELECT 2, {}::text, {}::text FROM {} WHERE {} = ANY({})",
+                q(&r.id),
+                q(&r.analysis_id),
+                q(&r.table),
+                q(&r.id),
+                self.id_array(3, &r.table, &r.id)
+            ));
+        }
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&analysis_ids, &chunk_ids];
+        if l.artifacts.is_some() {
+            params.push(&artifact_ids);
+        }
+        let rows = self.client.query(&parts.join(" UNION ALL "), &params)?;
+        let parse = |text: String| {
+            Uuid::try_parse(text.trim())
+                .map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
+        };
+        rows.into_iter()
+            .map(|r| {
+                Ok(Existing {
+                    kind: match r.get::<_, i32>(0) {
+                        0 => RecordKind::Analysis,
+                        1 => RecordKind::Chunk,
+                        _ => RecordKind::Artifact,
+                    },
+                    id: parse(r.get(1))?,
+                    owner: parse(r.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    fn delete_analyses(&mut self, ids: &[Uuid]) -> Result<()> {
+        let l = self.layout;
+        let ids = self.ids(ids.iter().copied());
+        if let Some(f) = &l.findings {
+            self.delete_where(&f.table, &f.analysis_id, Some(&ids))?;
+        }
+        let c = &l.chunks;
+        self.client.execute(
+            &format!(
+                "DELETE FROM {} WHERE chunk_id IN (SELECT {}::text FROM {} WHERE {} = ANY({}))",
+                self.names.embeddings,
+                q(&c.id),
+                q(&c.table),
+                q(&c.analysis_id),
+                self.id_array(1, &c.table, &c.analysis_id)
+            ),
+            &[&ids],
+        )?;
+        self.delete_where(&c.table, &c.analysis_id, Some(&ids))?;
+        if let Some(r) = &l.artifacts {
+            self.delete_where(&r.table, &r.analysis_id, Some(&ids))?;
+        }
+        self.delete_where(&l.analyses.table, &l.analyses.id, Some(&ids))
+    }
+
+    fn insert_batch(
+        &mut self,
+        analyses: &[Analysis],
+        embeddings: Option<ChunkEmbeddings<'_>>,
+    ) -> Result<()> {
+        let mut rows = RecordRows::new(self.layout);
+        let mut next_vector = 0;
+        for analysis in analyses {
+            rows.analysis(analysis);
+            rows.findings(analysis);
+            for chunk in &analysis.chunks {
+                let vector = embeddings.map(|e| {
+                    next_vector += 1;
+                    (e.model, e.vectors[next_vector - 1].as_slice())
+                });
+                rows.chunk(analysis, chunk, vector);
+            }
+            rows.artifact(analysis);
+        }
+        self.insert_rows(rows, embeddings.map(|e| e.model))
+    }
+
+    fn replaces_by_difference(&self) -> bool {
+        true
+    }
+
+    fn analyses_by_id(&mut self, ids: &[Uuid]) -> Result<Vec<Analysis>> {
+        self.stored_analyses(ids)
+    }
+
+    fn chunk_vectors(
+        &mut self,
+        ids: &[Uuid],
+        model: &str,
+        dimension: usize,
+    ) -> Result<HashMap<Uuid, Vec<f32>>> {
+        self.stored_vectors(ids, model, dimension)
+    }
+
+    fn apply_patch(
+        &mut self,
+        patch: &Patch<'_>,
+        vectors: &HashMap<Uuid, Vec<f32>>,
+        model: &str,
+    ) -> Result<()> {
+        self.patch(patch, vectors, model)
+    }
+
+    fn delete_analyses_except(&mut self, keep: &[Uuid]) -> Result<Counts> {
+        self.delete_others(keep)
+    }
+
+    fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
+        let reading = self.reading();
+        embedding_models(&mut *self.client, &reading)
+    }
+
+    fn prepare_embeddings(&mut self, dimension: usize) -> Result<()> {
+        let c = &self.layout.chunks;
+        let column_type = self.type_of(&c.table, &c.embedding);
+        let declared = column_type
+            .strip_prefix("vector(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|n| n.parse::<usize>().ok());
+        match declared {
+            Some(n) if n != dimension => Err(StoreError::Refused(format!(
+                "{}.{} is {column_type}, but the embedder makes vectors of {dimension} dimensions; \
+                 choose an --embedder of {n} dimensions (goldset never retypes an application's column; nothing was changed)",
+                c.table, c.embedding
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn cached_embeddings(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        digests: &[ContentDigest],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let keys: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
+        let rows = self.client.query(
+            &format!(
+                "SELECT content_sha256, embedding FROM {} WHERE model = $1 AND content_sha256 = ANY($2)",
+                self.names.cache
+            ),
+            &[&model, &keys],
+        )?;
+        let found: HashMap<Vec<u8>, Vec<u8>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(digests
+            .iter()
+            .map(|d| {
+                found
+                    .get(&d[..])
+                    .filter(|b| b.len() == dimension * 4)
+                    .map(|b| blob_to_vector(b))
+            })
+            .collect())
+    }
+
+    fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let (keys, blobs): (Vec<&[u8]>, Vec<Vec<u8>>) = entries
+            .iter()
+            .filter(|(d, _)| seen.insert(*d))
+            .map(|(d, v)| (&d[..], vector_to_blob(v)))
+            .unzip();
+        self.client.execute(
+            &format!(
+                "INSERT INTO {} (model, content_sha256, embedding)
+                 SELECT $1, d, e FROM unnest($2::bytea[], $3::bytea[]) AS u (d, e)
+                 ON CONFLICT (model, content_sha256) DO UPDATE SET embedding = EXCLUDED.embedding",
+                self.names.cache
+            ),
+            &[&model, &keys, &blobs],
+        )?;
+        Ok(())
+    }
+
+    fn chunks_needing_embedding(
+        &mut self,
+        model: &str,
+        _dimension: usize,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ChunkText>> {
+        let reading = self.reading();
+        let (found, join) = reading.model();
+        let c = &self.layout.chunks;
+        let after = after.map(|id| self.layout.ids.text(&id));
+        let id_type = self.type_of(&c.table, &c.id);
+        // A recorded model id fixes the dimension (`_dimension`): no vector is read (they are
+        // large, often TOASTed) to find the chunks left to embed.
+        let sql = format!(
+            "SELECT c.{id}::text, c.{content} FROM {table} c {join}
+              WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type})
+                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2)
+              ORDER BY c.{id} LIMIT $3",
+            id = q(&c.id),
+            content = q(&c.content),
+            table = q(&c.table),
+            emb = q(&c.embedding),
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&after, &model, &(limit as i64)])?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.get(0);
+                Ok(ChunkText {
+                    id: Uuid::try_parse(text.trim())
+                        .map_err(|e| StoreError::Corrupt(format!("chunk id {text:?}: {e}")))?,
+                    content: r.get(1),
+                })
+            })
+            .collect()
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+        let l = self.layout;
+        let c = &l.chunks;
+        let ids: Vec<String> = updates.iter().map(|(id, _)| l.ids.text(id)).collect();
+        let vectors: Vec<String> = updates
+            .iter()
+            .map(|(_, v)| vector_text(v, l.embedding))
+            .collect();
+        let model_set = match &c.embedding_model {
+            Some(column) => format!(", {} = $3", q(column)),
+            None => String::new(),
+        };
+        self.client.execute(
+            &format!(
+                "UPDATE {table} AS c SET {emb} = u.e::{emb_type}{model_set}
+                   FROM unnest($1::text[], $2::text[]) AS u (id, e)
+                  WHERE c.{id} = u.id::{id_type}",
+                table = q(&c.table),
+                emb = q(&c.embedding),
+                emb_type = self.type_of(&c.table, &c.embedding),
+                id = q(&c.id),
+                id_type = self.type_of(&c.table, &c.id),
+            ),
+            &[&ids, &vectors, &model],
+        )?;
+        self.record_models(model, &ids)
+    }
+
+    fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {
+        let condition = if everything {
+            ""
+        } else {
+            "WHERE NOT EXISTS (SELECT 1 FROM used u WHERE u.model = c.model AND u.digest = c.content_sha256)"
+        };
+        let reading = self.reading();
+        let row = self.client.query_one(
+            &format!(
+                "WITH used AS ({}),
+                      gone AS (DELETE FROM {} c {condition} RETURNING octet_length(c.embedding) AS bytes)
+                 SELECT count(*), coalesce(sum(bytes), 0)::bigint FROM gone",
+                used_cache_keys(&reading),
+                self.names.cache
+            ),
+            &[],
+        )?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.client.batch_execute("COMMIT")?;
+        self.done = true;
+        Ok(())
+    }
+}
