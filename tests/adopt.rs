@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 
 /// An application's layout, as its ORM creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 enum Layout {
     SeedSqlite,
     SeedPostgres,
@@ -298,12 +299,14 @@ macro_rules! layout_test {
             }
 
             #[test]
+            #[cfg(feature = "postgres")]
             #[ignore = "needs PostgreSQL: scripts/test, or GOLDSET_TEST_PG_URL=… cargo test -- --include-ignored"]
             fn seed_postgres() {
                 run(Layout::SeedPostgres)
             }
 
             #[test]
+            #[cfg(feature = "postgres")]
             #[ignore = "needs PostgreSQL: scripts/test, or GOLDSET_TEST_PG_URL=… cargo test -- --include-ignored"]
             fn other_postgres() {
                 run(Layout::OtherPostgres)
