@@ -184,69 +184,103 @@ pub fn propose(catalog: &Catalog) -> Proposal {
     }
 }
 
-fn find_layout(
-    catalog: &Catalog,
-    problems: &mut Vec<String>,
-    notes: &mut Vec<String>,
-) -> Option<Layout> {
-    // Chunks: a table with an embedding column and a foreign key to another table.
-    let chunk_candidates: Vec<&Table> = catalog
-        .tables
-        .iter()
-        .filter(|t| {
-            t.columns.iter().any(|c| {
-                is_embedding_type(&c.sql_type)
-                    && EMBEDDING.iter().any(|n| c.name.eq_ignore_ascii_case(n))
-            }) && catalog.foreign_keys.iter().any(|k| k.from_table == t.name)
-        })
-        .collect();
-    let chunks_table = one("chunks", chunk_candidates, problems)?;
-    let parents: Vec<&Table> = catalog
-        .foreign_keys
-        .iter()
-        .filter(|k| k.from_table == chunks_table.name && k.from_columns.len() == 1)
-        .filter_map(|k| catalog.table(&k.to_table))
-        .collect();
-    let analyses_table = one("analyses", parents, problems)?;
-    let owner_column = |child: &Table| -> Option<String> {
-        catalog
+/// The tables that play goldset's roles, found from the catalog's structure.
+struct Roles<'c> {
+    catalog: &'c Catalog,
+    analyses: &'c Table,
+    chunks: &'c Table,
+    /// Other tables referencing analyses that look like findings (an agent column).
+    findings: Vec<&'c Table>,
+    /// Other tables referencing analyses that look like artifacts (a summary column).
+    artifacts: Vec<&'c Table>,
+}
+
+impl<'c> Roles<'c> {
+    /// Chunks: the one table with an embedding column and a foreign key; analyses: the one
+    /// table it references; findings and artifacts among the other tables referencing analyses.
+    fn find(catalog: &'c Catalog, problems: &mut Vec<String>) -> Option<Roles<'c>> {
+        let chunk_candidates: Vec<&Table> = catalog
+            .tables
+            .iter()
+            .filter(|t| {
+                t.columns.iter().any(|c| {
+                    is_embedding_type(&c.sql_type)
+                        && EMBEDDING.iter().any(|n| c.name.eq_ignore_ascii_case(n))
+                }) && catalog.foreign_keys.iter().any(|k| k.from_table == t.name)
+            })
+            .collect();
+        let chunks = one("chunks", chunk_candidates, problems)?;
+        let parents: Vec<&Table> = catalog
+            .foreign_keys
+            .iter()
+            .filter(|k| k.from_table == chunks.name && k.from_columns.len() == 1)
+            .filter_map(|k| catalog.table(&k.to_table))
+            .collect();
+        let analyses = one("analyses", parents, problems)?;
+        let mut roles = Roles {
+            catalog,
+            analyses,
+            chunks,
+            findings: Vec::new(),
+            artifacts: Vec::new(),
+        };
+        let children: Vec<&Table> = catalog
+            .tables
+            .iter()
+            .filter(|t| t.name != chunks.name && t.name != analyses.name)
+            .filter(|t| roles.owner_column(t).is_some())
+            .collect();
+        roles.findings = children
+            .iter()
+            .copied()
+            .filter(|t| AGENT.iter().any(|n| t.column(n).is_some()))
+            .collect();
+        roles.artifacts = children
+            .into_iter()
+            .filter(|t| t.column(SUMMARY[0]).is_some())
+            .collect();
+        Some(roles)
+    }
+
+    /// The column of `child` that references the analyses table.
+    fn owner_column(&self, child: &Table) -> Option<String> {
+        self.catalog
             .foreign_keys
             .iter()
             .find(|k| {
-                k.from_table == child.name && catalog.table(&k.to_table) == Some(analyses_table)
+                k.from_table == child.name && self.catalog.table(&k.to_table) == Some(self.analyses)
             })
             .and_then(|k| k.from_columns.first().cloned())
-    };
-    let children: Vec<&Table> = catalog
-        .tables
-        .iter()
-        .filter(|t| t.name != chunks_table.name && t.name != analyses_table.name)
-        .filter(|t| owner_column(t).is_some())
-        .collect();
-    let findings_candidates: Vec<&Table> = children
-        .iter()
-        .copied()
-        .filter(|t| AGENT.iter().any(|n| t.column(n).is_some()))
-        .collect();
-    let artifact_candidates: Vec<&Table> = children
-        .iter()
-        .copied()
-        .filter(|t| SUMMARY[..1].iter().any(|n| t.column(n).is_some()))
-        .collect();
+    }
 
-    let mut m = Matcher { problems };
-    let a = analyses_table;
-    let a_id = primary_key(a, &mut m)?;
-    let findings_column = Matcher::optional(a, &["findings"], &[]).filter(|f| {
-        a.column(f).is_some_and(|c| {
-            is_json_type(&c.sql_type) || c.sql_type == "json" || c.sql_type.starts_with("text")
-        })
-    });
-    let findings_table = if findings_column.is_some() {
-        None
-    } else {
-        let f = one("findings", findings_candidates, m.problems)?;
-        let analysis_id = owner_column(f)?;
+    /// The analyses table, and the findings table where findings are not a JSON column.
+    fn map_analyses(&self, m: &mut Matcher<'_>) -> Option<(AnalysesTable, Option<FindingsTable>)> {
+        let a = self.analyses;
+        let id = primary_key(a, m)?;
+        let findings = Matcher::optional(a, &["findings"], &[]).filter(|f| {
+            a.column(f)
+                .is_some_and(|c| is_json_type(&c.sql_type) || c.sql_type.starts_with("text"))
+        });
+        let findings_table = match findings {
+            Some(_) => None,
+            None => Some(self.map_findings(m)?),
+        };
+        let status = m.find(a, "status", STATUS, &[])?;
+        let table = AnalysesTable {
+            table: a.name.clone(),
+            url: m.find(a, "url", URL, &[])?,
+            content_type: m.find(a, "content_type", CONTENT_TYPE, &[&status])?,
+            created_at: m.find(a, "created_at", CREATED_AT, &[])?,
+            status,
+            findings,
+            id,
+        };
+        Some((table, findings_table))
+    }
+
+    fn map_findings(&self, m: &mut Matcher<'_>) -> Option<FindingsTable> {
+        let f = one("findings", self.findings.clone(), m.problems)?;
+        let analysis_id = self.owner_column(f)?;
         let taken = [analysis_id.as_str()];
         Some(FindingsTable {
             table: f.name.clone(),
@@ -258,110 +292,119 @@ fn find_layout(
             metadata: Matcher::optional(f, METADATA, &taken),
             analysis_id,
         })
-    };
-    let status = m.find(a, "status", STATUS, &[])?;
-    let created_at = m.find(a, "created_at", CREATED_AT, &[])?;
-    let analyses = AnalysesTable {
-        table: a.name.clone(),
-        url: m.find(a, "url", URL, &[])?,
-        content_type: m.find(a, "content_type", CONTENT_TYPE, &[&status])?,
-        status: status.clone(),
-        created_at: created_at.clone(),
-        findings: findings_column,
-        id: a_id.clone(),
-    };
+    }
 
-    let c = chunks_table;
-    let c_owner = owner_column(c)?;
-    let c_id = primary_key(c, &mut m)?;
-    let taken = [c_id.as_str(), c_owner.as_str()];
-    let embedding = m.find(c, "embedding", EMBEDDING, &taken)?;
-    let chunks = ChunksTable {
-        table: c.name.clone(),
-        chunk_index: m.find(c, "chunk_index", CHUNK_INDEX, &taken)?,
-        content: m.find(c, "content", CONTENT, &taken)?,
-        section_title: Matcher::optional(c, SECTION_TITLE, &taken),
-        section_path: Matcher::optional(c, SECTION_PATH, &taken),
-        content_type: m.find(c, "content_type", CONTENT_TYPE, &taken)?,
-        embedding_model: Matcher::optional(c, EMBEDDING_MODEL, &taken),
-        embedding: embedding.clone(),
-        id: c_id,
-        analysis_id: c_owner,
-    };
+    fn map_chunks(&self, m: &mut Matcher<'_>) -> Option<ChunksTable> {
+        let c = self.chunks;
+        let owner = self.owner_column(c)?;
+        let id = primary_key(c, m)?;
+        let taken = [id.as_str(), owner.as_str()];
+        Some(ChunksTable {
+            table: c.name.clone(),
+            chunk_index: m.find(c, "chunk_index", CHUNK_INDEX, &taken)?,
+            content: m.find(c, "content", CONTENT, &taken)?,
+            section_title: Matcher::optional(c, SECTION_TITLE, &taken),
+            section_path: Matcher::optional(c, SECTION_PATH, &taken),
+            content_type: m.find(c, "content_type", CONTENT_TYPE, &taken)?,
+            embedding_model: Matcher::optional(c, EMBEDDING_MODEL, &taken),
+            embedding: m.find(c, "embedding", EMBEDDING, &taken)?,
+            id,
+            analysis_id: owner,
+        })
+    }
 
-    let artifacts = match artifact_candidates.as_slice() {
-        [] => {
-            notes.push("no artifacts table: analyses are backed up without artifacts".into());
-            None
+    /// The artifacts table; `Some(None)` when there is none (analyses without artifacts).
+    fn map_artifacts(&self, m: &mut Matcher<'_>) -> Option<Option<ArtifactsTable>> {
+        if self.artifacts.is_empty() {
+            return Some(None);
         }
-        _ => {
-            let r = one("artifacts", artifact_candidates, m.problems)?;
-            let r_owner = owner_column(r)?;
-            let r_id = primary_key(r, &mut m)?;
-            let taken = [r_id.as_str(), r_owner.as_str()];
-            Some(ArtifactsTable {
-                table: r.name.clone(),
-                summary: m.find(r, "summary", SUMMARY, &taken)?,
-                key_findings: m.find(r, "key_findings", KEY_FINDINGS, &taken)?,
-                metadata: m.find(r, "metadata", METADATA, &taken)?,
-                id: r_id,
-                analysis_id: r_owner,
-            })
-        }
-    };
+        let r = one("artifacts", self.artifacts.clone(), m.problems)?;
+        let owner = self.owner_column(r)?;
+        let id = primary_key(r, m)?;
+        let taken = [id.as_str(), owner.as_str()];
+        Some(Some(ArtifactsTable {
+            table: r.name.clone(),
+            summary: m.find(r, "summary", SUMMARY, &taken)?,
+            key_findings: m.find(r, "key_findings", KEY_FINDINGS, &taken)?,
+            metadata: m.find(r, "metadata", METADATA, &taken)?,
+            id,
+            analysis_id: owner,
+        }))
+    }
+}
 
-    let id_type = a.column(&a_id).map(|c| c.sql_type.as_str()).unwrap_or("");
-    let ids = match id_type {
+/// The type of `table.column` as the catalog writes it.
+fn type_of<'t>(table: &'t Table, column: &str) -> &'t str {
+    table.column(column).map_or("", |c| c.sql_type.as_str())
+}
+
+/// How ids, times and embeddings are stored, from the columns' types.
+fn encodings(
+    roles: &Roles<'_>,
+    analyses: &AnalysesTable,
+    chunks: &ChunksTable,
+) -> (IdEncoding, TimeEncoding, EmbeddingEncoding) {
+    let ids = match type_of(roles.analyses, &analyses.id) {
         "uuid" => IdEncoding::Uuid,
         t if t.contains("32") => IdEncoding::Hex32,
         _ => IdEncoding::Text,
     };
-    let time_type = a
-        .column(&created_at)
-        .map(|c| c.sql_type.as_str())
-        .unwrap_or("");
-    let timestamps = match time_type {
+    let timestamps = match type_of(roles.analyses, &analyses.created_at) {
         "timestamp with time zone" => TimeEncoding::Timestamptz,
         "timestamp without time zone" => TimeEncoding::Timestamp,
         "integer" | "bigint" => TimeEncoding::Micros,
         _ => TimeEncoding::Text,
     };
-    if timestamps == TimeEncoding::Timestamp {
-        notes.push(format!(
-            "{}.{created_at} has no time zone: goldset reads and writes it as UTC",
-            a.name
-        ));
-    }
-    let embedding_type = c
-        .column(&embedding)
-        .map(|c| c.sql_type.as_str())
-        .unwrap_or("");
-    let embedding_encoding = match embedding_type {
+    let embedding = match type_of(roles.chunks, &chunks.embedding) {
         t if t.starts_with("vector") => EmbeddingEncoding::Vector,
         "real[]" => EmbeddingEncoding::RealArray,
         "bytea" | "blob" => EmbeddingEncoding::F32Le,
         _ => EmbeddingEncoding::Json,
     };
+    (ids, timestamps, embedding)
+}
+
+fn find_layout(
+    catalog: &Catalog,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<Layout> {
+    let roles = Roles::find(catalog, problems)?;
+    let mut m = Matcher { problems };
+    let (analyses, findings) = roles.map_analyses(&mut m)?;
+    let chunks = roles.map_chunks(&mut m)?;
+    let artifacts = roles.map_artifacts(&mut m)?;
+    let (ids, timestamps, embedding) = encodings(&roles, &analyses, &chunks);
+    if artifacts.is_none() {
+        notes.push("no artifacts table: analyses are backed up without artifacts".into());
+    }
+    if timestamps == TimeEncoding::Timestamp {
+        notes.push(format!(
+            "{}.{} has no time zone: goldset reads and writes it as UTC",
+            analyses.table, analyses.created_at
+        ));
+    }
     if chunks.embedding_model.is_none() {
         notes.push(format!(
             "{} has no column for the embedding model: goldset records it in a table of its own (goldset_embeddings), created by the first restore or reembed",
-            c.name
+            chunks.table
         ));
     }
-    let status_column = a.column(&status);
-    let statuses = status_column
+    let status = roles
+        .analyses
+        .column(&analyses.status)
         .map(|col| status_words(&col.allowed, m.problems))
         .unwrap_or_default();
     Some(Layout {
         ids,
         timestamps,
-        embedding: embedding_encoding,
+        embedding,
         goldset_schema: None,
         analyses,
-        findings: findings_table,
+        findings,
         chunks,
         artifacts,
-        status: statuses,
+        status,
         fill: BTreeMap::new(),
         owned: false,
     })

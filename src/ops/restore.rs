@@ -126,31 +126,7 @@ pub fn restore(
     let metadata_file = metadata_file_state(path, options.metadata_file.as_deref());
 
     let mut tx = store.begin()?;
-    // An application's tables are replaced by applying the difference (unchanged rows keep
-    // their row, embedding and index entries); goldset's own by deleting and loading in bulk.
-    let by_difference = options.replace && tx.replaces_by_difference();
-    tx.allow_cascade(options.allow_cascade);
-    let removed = if options.replace && !by_difference {
-        let before = tx.inventory()?;
-        tx.delete_all()?;
-        Some(before)
-    } else {
-        None
-    };
-    // Into an empty database, an additive restore is a bulk load with nothing to conflict with
-    // (ids repeated within the file are the validator's to report); a replace by difference
-    // into empty tables has nothing to compare with.
-    let empty_at_start = (!options.replace || by_difference) && tx.load_in_bulk_if_empty()?;
-    if by_difference {
-        // Unchanged chunks keep their vectors; any not made by this model are embedded again
-        // at the end, so that one model embeds every chunk when the restore commits.
-        tx.prepare_embeddings(embedder.dimension())?;
-    } else {
-        check_embedding_model(&mut *tx, embedder)?;
-    }
-    // A bulk load that needs no cache lookups between batches can be one stream.
-    let stream = (options.replace || empty_at_start) && !by_difference && !embedder.worth_caching();
-
+    let plan = Plan::make(&mut *tx, embedder, options)?;
     progress.start("restore", bytes, Unit::Bytes);
     let counting_chunks = AtomicBool::new(false);
     let mut writer = Writer {
@@ -158,17 +134,121 @@ pub fn restore(
         options,
         embedder,
         progress,
-        empty_at_start,
+        empty_at_start: plan.empty_at_start,
         counting_chunks: &counting_chunks,
         tally: Tally::default(),
         conflicts: 0,
         conflict_examples: Vec::new(),
-        difference: by_difference.then(DifferenceTally::default),
+        difference: plan.by_difference.then(DifferenceTally::default),
         seen: Vec::new(),
     };
-    let (validator, read, written) = std::thread::scope(|scope| {
+    let (validator, read, written) = run_stages(&mut writer, file, plan.stream, &counting_chunks);
+    progress.finish();
+    let (in_file, warnings) = check_file(path, validator, read, &written, metadata_file)?;
+    written?;
+    if writer.conflicts > 0 {
+        return Err(OpError::Conflicts {
+            count: writer.conflicts,
+            examples: writer.conflict_examples,
+        });
+    }
+    let mut difference = writer.difference.take();
+    let seen = std::mem::take(&mut writer.seen);
+    let mut tally = writer.tally;
+    if let Some(d) = &mut difference {
+        finish_difference(&mut *tx, embedder, options, &plan, d, seen, &mut tally)?;
+    }
+    let after = tx.inventory()?;
+    if !options.dry_run {
+        tx.commit()?;
+    }
+    Ok(RestoreSummary {
+        file: path.clone(),
+        bytes,
+        in_file,
+        restored: tally.restored,
+        skipped: tally.skipped,
+        updated: tally.updated,
+        removed: plan.removed,
+        difference,
+        after,
+        embedded: tally.embedded,
+        from_cache: tally.from_cache,
+        model: embedder.model_id().to_owned(),
+        dry_run: options.dry_run,
+        elapsed: started.elapsed(),
+        warnings,
+    })
+}
+
+/// How a restore goes, decided once its transaction is open.
+struct Plan {
+    /// `--replace` on a store that applies only the difference (an application's tables).
+    by_difference: bool,
+    /// The tables held nothing: nothing to conflict with or compare with.
+    empty_at_start: bool,
+    /// A bulk load whose embedder needs no cache lookups between batches: one stream.
+    stream: bool,
+    /// What a bulk `--replace` deleted first.
+    removed: Option<Inventory>,
+}
+
+impl Plan {
+    fn make(
+        tx: &mut dyn WriteTransaction,
+        embedder: &dyn Embedder,
+        options: &RestoreOptions,
+    ) -> Result<Plan, OpError> {
+        // An application's tables are replaced by applying the difference (unchanged rows keep
+        // their row, embedding and index entries); goldset's own by deleting and loading in bulk.
+        let by_difference = options.replace && tx.replaces_by_difference();
+        tx.allow_cascade(options.allow_cascade);
+        let removed = if options.replace && !by_difference {
+            let before = tx.inventory()?;
+            tx.delete_all()?;
+            Some(before)
+        } else {
+            None
+        };
+        // Into an empty database, an additive restore is a bulk load with nothing to conflict
+        // with (ids repeated within the file are the validator's to report); a replace by
+        // difference into empty tables has nothing to compare with.
+        let empty_at_start = (!options.replace || by_difference) && tx.load_in_bulk_if_empty()?;
+        if by_difference {
+            // Unchanged chunks keep their vectors; any not made by this model are embedded
+            // again at the end, so that one model embeds every chunk when the restore commits.
+            tx.prepare_embeddings(embedder.dimension())?;
+        } else {
+            check_embedding_model(tx, embedder)?;
+        }
+        Ok(Plan {
+            by_difference,
+            empty_at_start,
+            stream: (options.replace || empty_at_start)
+                && !by_difference
+                && !embedder.worth_caching(),
+            removed,
+        })
+    }
+}
+
+/// What the reader thread hands back: its validator and how reading ended.
+type Read<'o> = (Validator<'o>, Result<Header, ReadError<Hangup>>);
+
+/// Runs the three stages — reader, embedder, writer (this thread) — until the file is read.
+fn run_stages<'o>(
+    writer: &mut Writer<'_, 'o>,
+    file: File,
+    stream: bool,
+    counting_chunks: &AtomicBool,
+) -> (
+    Validator<'o>,
+    Result<Header, ReadError<Hangup>>,
+    Result<(), OpError>,
+) {
+    let (options, embedder, progress) = (writer.options, writer.embedder, writer.progress);
+    std::thread::scope(|scope| {
         let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Analysis>>(1);
-        let counting_chunks = &counting_chunks;
         let reader =
             scope.spawn(move || read_batches(file, options, batch_tx, progress, counting_chunks));
         let dry_run = options.dry_run;
@@ -198,20 +278,32 @@ pub fn restore(
             });
             writer.run(batch_rx, embed_tx, done_rx)
         };
-        let (validator, read) = reader.join().expect("the reader thread does not panic");
+        let (validator, read): Read<'o> = reader.join().expect("the reader thread does not panic");
         (validator, read, written)
-    });
-    progress.finish();
+    })
+}
+
+/// The whole-file checks once the reader is done: what the file holds and the warnings, or
+/// why it is refused (a writer error that stopped the reader is the writer's to report).
+fn check_file(
+    path: &Path,
+    validator: Validator<'_>,
+    read: Result<Header, ReadError<Hangup>>,
+    written: &Result<(), OpError>,
+    metadata_file: MetadataFile,
+) -> Result<(Counts, Vec<String>), OpError> {
     let header = match read {
         Ok(h) => h,
         // The writer stopped reading: its own error says why.
+        Err(ReadError::Aborted(Hangup)) if written.is_err() => {
+            return Ok((Counts::default(), Vec::new()))
+        }
         Err(ReadError::Aborted(Hangup)) => {
-            written?;
             unreachable!("the reader stops early only when the writer failed")
         }
         Err(ReadError::Io(e)) => {
             return Err(OpError::Io {
-                path: path.clone(),
+                path: path.to_owned(),
                 source: e,
             })
         }
@@ -224,7 +316,7 @@ pub fn restore(
             let report =
                 validator.into_structural_failure(check, format!("{}:{e}", path.display()));
             return Err(OpError::Invalid {
-                path: path.clone(),
+                path: path.to_owned(),
                 report: Box::new(report),
             });
         }
@@ -236,62 +328,36 @@ pub fn restore(
         .unwrap_or_default();
     if report.has_errors() {
         return Err(OpError::Invalid {
-            path: path.clone(),
+            path: path.to_owned(),
             report: Box::new(report),
         });
     }
-    written?;
-    if writer.conflicts > 0 {
-        return Err(OpError::Conflicts {
-            count: writer.conflicts,
-            examples: writer.conflict_examples,
-        });
+    Ok((in_file, warnings))
+}
+
+/// The end of a replace by difference: the analyses the file no longer has are deleted, and
+/// every chunk not embedded by this model is embedded.
+fn finish_difference(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+    options: &RestoreOptions,
+    plan: &Plan,
+    difference: &mut DifferenceTally,
+    mut seen: Vec<Uuid>,
+    tally: &mut Tally,
+) -> Result<(), OpError> {
+    tally.embedded += difference.embedded;
+    tally.from_cache += difference.from_cache;
+    if !plan.empty_at_start {
+        seen.sort_unstable();
+        difference.deleted = tx.delete_analyses_except(&seen)?;
     }
-    let mut difference = writer.difference.take();
-    let mut seen = std::mem::take(&mut writer.seen);
-    let mut tally = writer.tally;
-    if let Some(d) = &mut difference {
-        tally.embedded += d.embedded;
-        tally.from_cache += d.from_cache;
-        if !empty_at_start {
-            seen.sort_unstable();
-            d.deleted = tx.delete_analyses_except(&seen)?;
-        }
-        if !options.dry_run {
-            let (fresh, cached) =
-                super::reembed::embed_all_stale(&mut *tx, embedder, options.use_cache)?;
-            tally.embedded += fresh;
-            tally.from_cache += cached;
-        }
-    }
-    let Tally {
-        restored,
-        skipped,
-        updated,
-        embedded,
-        from_cache,
-    } = tally;
-    let after = tx.inventory()?;
     if !options.dry_run {
-        tx.commit()?;
+        let (fresh, cached) = super::reembed::embed_all_stale(tx, embedder, options.use_cache)?;
+        tally.embedded += fresh;
+        tally.from_cache += cached;
     }
-    Ok(RestoreSummary {
-        file: path.clone(),
-        bytes,
-        in_file,
-        restored,
-        skipped,
-        updated,
-        removed,
-        difference,
-        after,
-        embedded,
-        from_cache,
-        model: embedder.model_id().to_owned(),
-        dry_run: options.dry_run,
-        elapsed: started.elapsed(),
-        warnings,
-    })
+    Ok(())
 }
 
 /// One model per database: an additive restore with another model than the one that embedded
