@@ -90,58 +90,14 @@ pub fn backup(
     let policy = UrlPolicy::default();
     let mut validator = Validator::new(format!("{} (as written)", path.display()), &policy);
     let created_at = Timestamp::now();
-    let counts = {
-        let mut snapshot = store.snapshot()?;
-        let counts = snapshot.counts(&options.filter)?;
-        if counts.total_analyses == 0 && !options.allow_empty {
-            refuse_to_empty(options)?;
-        }
-        progress.start("backup", counts.total_analyses, Unit::Records);
-        validator.expect(&counts);
-        let mut writer = BackupWriter::new(
-            BufWriter::with_capacity(1 << 18, out.file()),
-            created_at,
-            counts,
-        )
-        .map_err(OpError::io(path))?;
-        let mut write_error = None;
-        let mut done = 0;
-        let streamed = snapshot.for_each_analysis(&options.filter, &mut |analysis| {
-            if let Err(e) = writer.write_analysis(&analysis) {
-                write_error = Some(e);
-                return Err(StoreError::Stopped);
-            }
-            let (bytes, at) = writer.last_record();
-            match parse_analysis(bytes, done, at) {
-                Ok(raw) => {
-                    validator.check(raw, at);
-                }
-                Err((at, message)) => validator.fail(
-                    Check::Json,
-                    format!(
-                        "{}:{at}: analysis {}: {message}",
-                        path.display(),
-                        analysis.id
-                    ),
-                ),
-            }
-            done += 1;
-            progress.set(done);
-            Ok(())
-        });
-        if let Some(e) = write_error {
-            return Err(OpError::Io {
-                path: path.clone(),
-                source: e,
-            });
-        }
-        streamed?;
-        writer
-            .finish()
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .map_err(OpError::io(path))?;
-        counts
-    };
+    let counts = write_checked(
+        store,
+        options,
+        &mut out,
+        &mut validator,
+        created_at,
+        progress,
+    )?;
     progress.finish();
     let header = Header {
         version: Some(FORMAT_VERSION.to_owned()),
@@ -158,20 +114,7 @@ pub fn backup(
     }
 
     let bytes = out.file().metadata().map_err(OpError::io(path))?.len();
-    // Compared with the file being replaced (a link's target), reading no more than could be
-    // equal: a file longer than the new one by more than a timestamp's width is not.
-    let unchanged_backup = match atomic::open_regular(out.target()) {
-        Ok(existing) => {
-            let temp = out.file();
-            temp.seek(SeekFrom::Start(0)).map_err(OpError::io(path))?;
-            same_content(
-                BufReader::new(existing.take(bytes + 64)),
-                BufReader::new(&*temp),
-            )
-            .map_err(OpError::io(path))?
-        }
-        Err(_) => false,
-    };
+    let unchanged_backup = same_as_target(&mut out, bytes).map_err(OpError::io(path))?;
     if !unchanged_backup {
         out.commit().map_err(OpError::io(path))?;
     }
@@ -190,4 +133,82 @@ pub fn backup(
         unchanged: unchanged_backup && metadata_current,
         elapsed: started.elapsed(),
     })
+}
+
+/// Streams the snapshot's analyses into `out`, parsing each record back from the bytes just
+/// written and checking it with `validator` (a backup never writes what goldset would refuse).
+fn write_checked<'p>(
+    store: &mut dyn Store,
+    options: &BackupOptions,
+    out: &mut AtomicFile,
+    validator: &mut Validator<'p>,
+    created_at: Timestamp,
+    progress: &dyn Progress,
+) -> Result<Counts, OpError> {
+    let path = &options.file;
+    let mut snapshot = store.snapshot()?;
+    let counts = snapshot.counts(&options.filter)?;
+    if counts.total_analyses == 0 && !options.allow_empty {
+        refuse_to_empty(options)?;
+    }
+    progress.start("backup", counts.total_analyses, Unit::Records);
+    validator.expect(&counts);
+    let mut writer = BackupWriter::new(
+        BufWriter::with_capacity(1 << 18, out.file()),
+        created_at,
+        counts,
+    )
+    .map_err(OpError::io(path))?;
+    let mut write_error = None;
+    let mut done = 0;
+    let streamed = snapshot.for_each_analysis(&options.filter, &mut |analysis| {
+        if let Err(e) = writer.write_analysis(&analysis) {
+            write_error = Some(e);
+            return Err(StoreError::Stopped);
+        }
+        let (bytes, at) = writer.last_record();
+        match parse_analysis(bytes, done, at) {
+            Ok(raw) => {
+                validator.check(raw, at);
+            }
+            Err((at, message)) => validator.fail(
+                Check::Json,
+                format!(
+                    "{}:{at}: analysis {}: {message}",
+                    path.display(),
+                    analysis.id
+                ),
+            ),
+        }
+        done += 1;
+        progress.set(done);
+        Ok(())
+    });
+    if let Some(e) = write_error {
+        return Err(OpError::Io {
+            path: path.clone(),
+            source: e,
+        });
+    }
+    streamed?;
+    writer
+        .finish()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(OpError::io(path))?;
+    Ok(counts)
+}
+
+/// Whether the file being replaced (a link's target) already holds what `out` holds, apart
+/// from `created_at`; reads no more than could be equal: a file longer than the new one by
+/// more than a timestamp's width is not.
+fn same_as_target(out: &mut AtomicFile, bytes: u64) -> std::io::Result<bool> {
+    let Ok(existing) = atomic::open_regular(out.target()) else {
+        return Ok(false);
+    };
+    let temp = out.file();
+    temp.seek(SeekFrom::Start(0))?;
+    same_content(
+        BufReader::new(existing.take(bytes + 64)),
+        BufReader::new(&*temp),
+    )
 }

@@ -462,6 +462,24 @@ fn compare(s: &mut Summary, o: &Analysis, n: &Analysis) -> Option<Change> {
         &json(&n.findings),
     );
 
+    let chunks = compare_chunks(s, o, n);
+    let artifact = compare_artifacts(s, o, n);
+    if fields.is_empty() && chunks.is_empty() && artifact.is_none() {
+        return None;
+    }
+    // An analysis whose chunks or artifact changed counts as changed too.
+    s.analyses.changed += 1;
+    Some(Change::Changed {
+        id: n.id,
+        url: n.url.clone(),
+        fields,
+        chunks,
+        artifact,
+    })
+}
+
+/// The chunks removed, added and changed between `o` and `n`, counted in `s`.
+fn compare_chunks(s: &mut Summary, o: &Analysis, n: &Analysis) -> Vec<ChildChange> {
     let mut chunks = Vec::new();
     let old_chunks: HashMap<Uuid, &Chunk> = o.chunks.iter().map(|c| (c.id, c)).collect();
     let new_ids: std::collections::HashSet<Uuid> = n.chunks.iter().map(|c| c.id).collect();
@@ -498,7 +516,12 @@ fn compare(s: &mut Summary, o: &Analysis, n: &Analysis) -> Option<Change> {
             }
         }
     }
-    let artifact = match (&o.artifact, &n.artifact) {
+    chunks
+}
+
+/// How the artifact changed between `o` and `n`, if it did, counted in `s`.
+fn compare_artifacts(s: &mut Summary, o: &Analysis, n: &Analysis) -> Option<ChildChange> {
+    match (&o.artifact, &n.artifact) {
         (None, None) => None,
         (Some(a), None) => {
             s.artifacts.removed += 1;
@@ -538,17 +561,5 @@ fn compare(s: &mut Summary, o: &Analysis, n: &Analysis) -> Option<Change> {
                 })
             }
         }
-    };
-    if fields.is_empty() && chunks.is_empty() && artifact.is_none() {
-        return None;
     }
-    // An analysis whose chunks or artifact changed counts as changed too.
-    s.analyses.changed += 1;
-    Some(Change::Changed {
-        id: n.id,
-        url: n.url.clone(),
-        fields,
-        chunks,
-        artifact,
-    })
 }
