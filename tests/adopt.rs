@@ -620,3 +620,44 @@ pg_test! {
         assert_eq!(backup_text(&app, "filled.json"), own_backup());
     }
 }
+
+layout_test! {
+    /// A backup holds completed analyses only (the default); restoring it with --replace must
+    /// not delete the application's analyses of other statuses (its queued or running work).
+    fn replace_keeps_analyses_of_other_statuses(layout) {
+        let app = adopted(layout);
+        let (table, status, id, pending) = match layout {
+            Layout::OtherPostgres => ("app.documents", "state", "doc_id", "queued"),
+            _ => ("analyses", "status", "id", "pending"),
+        };
+        let cast = if layout == Layout::SeedSqlite { "" } else { "::text" };
+        let first = app.column(&format!("SELECT min({id}{cast}) FROM {table}"))[0].clone();
+        app.sql(&format!("UPDATE {table} SET {status} = '{pending}' WHERE {id} = '{first}'"));
+        app.ok(&["backup", "-q", "--file", "completed.json"]);
+        let out = app.ok(&["restore", "--replace", "--file", "completed.json"]);
+        assert!(out.contains("deleted 0 analyses"), "{out}");
+        assert_eq!(
+            app.column(&format!("SELECT count(*){cast} FROM {table}")),
+            vec![if layout == Layout::SeedSqlite { "Integer(20)" } else { "20" }],
+        );
+        let status_out = app.ok(&["status"]);
+        assert!(status_out.contains("1 pending"), "{status_out}");
+    }
+}
+
+layout_test! {
+    /// An id stored in another form than the mapping says (upper case) is refused by name:
+    /// goldset finds and deletes rows by their exact text, so it must not guess.
+    fn ids_in_another_form_are_refused(layout) {
+        let app = adopted(layout);
+        if layout != Layout::SeedSqlite {
+            // uuid columns have one form; the check concerns ids stored as text.
+            return;
+        }
+        let victim = app.first_chunk_id();
+        app.sql(&format!("UPDATE chunks SET id = upper(id) WHERE id = '{victim}'"));
+        let out = app.run(&["backup", "--file", "b.json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("is not written as the mapping's ids = \"hex32\""), "{}", stderr(&out));
+    }
+}

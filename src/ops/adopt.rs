@@ -346,7 +346,7 @@ fn encodings(
 ) -> (IdEncoding, TimeEncoding, EmbeddingEncoding) {
     let ids = match type_of(roles.analyses, &analyses.id) {
         "uuid" => IdEncoding::Uuid,
-        t if t.contains("32") => IdEncoding::Hex32,
+        "char(32)" | "character(32)" | "varchar(32)" | "character varying(32)" => IdEncoding::Hex32,
         _ => IdEncoding::Text,
     };
     let timestamps = match type_of(roles.analyses, &analyses.created_at) {

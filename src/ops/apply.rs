@@ -8,7 +8,7 @@
 use super::embedding;
 use super::OpError;
 use crate::embed::Embedder;
-use crate::model::{Analysis, Chunk, Counts};
+use crate::model::{Analysis, Chunk, Counts, Finding};
 use crate::store::{Patch, WriteTransaction};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -32,12 +32,25 @@ pub struct DifferenceTally {
     pub deleted: Counts,
 }
 
+/// Whether two lists of findings are the same, an empty metadata object and none counting
+/// alike.
+fn same_findings(a: &[Finding], b: &[Finding]) -> bool {
+    let plain = |f: &Finding| {
+        let mut f = f.clone();
+        f.metadata = f.metadata.filter(|m| !m.is_empty());
+        f
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| plain(x) == plain(y))
+}
+
 /// How `new` differs from `old` (same id), as a patch; `None` when they are equal.
 fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
     if old == new {
         return None;
     }
-    let findings = old.findings != new.findings;
+    // A findings table keeps no difference between `{}` and no metadata (README): compared
+    // alike, so such a finding is not rewritten on every restore.
+    let findings = !same_findings(&old.findings, &new.findings);
     let row = findings
         || old.url != new.url
         || old.content_type != new.content_type
@@ -65,6 +78,16 @@ fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
             .map(|c| c.id)
             .filter(|id| !kept.contains(id)),
     );
+    let artifact = old.artifact != new.artifact;
+    if !row
+        && !artifact
+        && remove_chunks.is_empty()
+        && add_chunks.is_empty()
+        && update_chunks.is_empty()
+    {
+        // Equal but for `{}` metadata of findings: nothing to write.
+        return None;
+    }
     Some(Patch {
         analysis: new,
         row,
@@ -72,7 +95,7 @@ fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
         remove_chunks,
         add_chunks,
         update_chunks,
-        artifact: old.artifact != new.artifact,
+        artifact,
     })
 }
 
@@ -204,6 +227,10 @@ mod tests {
     #[test]
     fn equal_analyses_need_no_patch() {
         assert!(patch(&analysis(), &analysis()).is_none());
+        // `{}` and no metadata are alike (a findings table cannot tell them apart).
+        let mut empty = analysis();
+        empty.findings[0].metadata = Some(Default::default());
+        assert!(patch(&analysis(), &empty).is_none());
     }
 
     #[test]

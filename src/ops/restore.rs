@@ -141,6 +141,7 @@ pub fn restore(
         conflict_examples: Vec::new(),
         difference: plan.by_difference.then(DifferenceTally::default),
         seen: Vec::new(),
+        statuses: Default::default(),
     };
     let (validator, read, written) = run_stages(&mut writer, file, plan.stream, &counting_chunks);
     progress.finish();
@@ -153,10 +154,21 @@ pub fn restore(
         });
     }
     let mut difference = writer.difference.take();
-    let seen = std::mem::take(&mut writer.seen);
+    let in_file_ids = InFile {
+        ids: std::mem::take(&mut writer.seen),
+        statuses: std::mem::take(&mut writer.statuses).into_iter().collect(),
+    };
     let mut tally = writer.tally;
     if let Some(d) = &mut difference {
-        finish_difference(&mut *tx, embedder, options, &plan, d, seen, &mut tally)?;
+        finish_difference(
+            &mut *tx,
+            embedder,
+            options,
+            &plan,
+            d,
+            in_file_ids,
+            &mut tally,
+        )?;
     }
     let after = tx.inventory()?;
     if !options.dry_run {
@@ -335,6 +347,12 @@ fn check_file(
     Ok((in_file, warnings))
 }
 
+/// What a replace by difference remembers of the file: its analysis ids and statuses.
+struct InFile {
+    ids: Vec<Uuid>,
+    statuses: Vec<String>,
+}
+
 /// The end of a replace by difference: the analyses the file no longer has are deleted, and
 /// every chunk not embedded by this model is embedded.
 fn finish_difference(
@@ -343,14 +361,18 @@ fn finish_difference(
     options: &RestoreOptions,
     plan: &Plan,
     difference: &mut DifferenceTally,
-    mut seen: Vec<Uuid>,
+    file: InFile,
     tally: &mut Tally,
 ) -> Result<(), OpError> {
+    let InFile {
+        ids: mut seen,
+        statuses,
+    } = file;
     tally.embedded += difference.embedded;
     tally.from_cache += difference.from_cache;
     if !plan.empty_at_start {
         seen.sort_unstable();
-        difference.deleted = tx.delete_analyses_except(&seen)?;
+        difference.deleted = tx.delete_analyses_except(&seen, &statuses)?;
     }
     if !options.dry_run {
         let (fresh, cached) = super::reembed::embed_all_stale(tx, embedder, options.use_cache)?;
@@ -528,6 +550,9 @@ struct Writer<'t, 'o> {
     difference: Option<DifferenceTally>,
     /// `--replace` by difference: every analysis id of the file (what is not here is deleted).
     seen: Vec<Uuid>,
+    /// `--replace` by difference: the statuses the file holds (only analyses of these statuses
+    /// are deleted when the file lacks them).
+    statuses: std::collections::BTreeSet<String>,
 }
 
 impl Writer<'_, '_> {
@@ -542,6 +567,7 @@ impl Writer<'_, '_> {
             let batch =
                 if let Some(tally) = self.difference.as_mut().filter(|_| !self.empty_at_start) {
                     self.seen.extend(batch.iter().map(|a| a.id));
+                    self.statuses.extend(batch.iter().map(|a| a.status.clone()));
                     apply::apply_batch(
                         &mut *self.tx,
                         self.embedder,

@@ -33,6 +33,24 @@ impl IdEncoding {
     }
 }
 
+/// Checks that an id stored as text is written exactly as `encoding` writes `id` (trailing
+/// blanks of a fixed-width column aside): goldset finds, compares and deletes rows by that
+/// text, so another form (upper case, hyphens in a 32-hex column) would be missed.
+pub fn canonical(text: &str, id: &uuid::Uuid, encoding: IdEncoding) -> Result<(), String> {
+    let expected = encoding.text(id);
+    if text.trim_end() == expected {
+        return Ok(());
+    }
+    let name = match encoding {
+        IdEncoding::Uuid => "uuid",
+        IdEncoding::Text => "text",
+        IdEncoding::Hex32 => "hex32",
+    };
+    Err(format!(
+        "{text:?} is not written as the mapping's ids = \"{name}\" writes it ({expected:?}); fix the row or the mapping"
+    ))
+}
+
 /// How a time column holds an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

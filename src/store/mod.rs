@@ -372,9 +372,11 @@ pub trait WriteTransaction {
             "this store does not apply differences".into(),
         ))
     }
-    /// Deletes every analysis (with its children) whose id is not in `keep` (sorted); returns
-    /// what went.
-    fn delete_analyses_except(&mut self, _keep: &[Uuid]) -> Result<Counts> {
+    /// Deletes every analysis (with its children) whose status is one of `statuses` (goldset's
+    /// words) and whose id is not in `keep` (sorted); returns what went. Analyses of other
+    /// statuses — an application's queued or running work, which a backup of completed
+    /// analyses never held — are left alone.
+    fn delete_analyses_except(&mut self, _keep: &[Uuid], _statuses: &[String]) -> Result<Counts> {
         Err(StoreError::Refused(
             "this store does not apply differences".into(),
         ))

@@ -4,7 +4,7 @@
 //! panic.
 
 use super::super::error::json_problem;
-use super::super::layout::Layout;
+use super::super::layout::{canonical, IdEncoding, Layout};
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
 use crate::timestamp::Timestamp;
@@ -81,11 +81,14 @@ pub(super) struct RowReader<'r> {
     row: &'r Row,
     table: &'r str,
     id: String,
+    /// How ids stored as text are written: any other form is refused, since goldset finds
+    /// and deletes rows by that exact text.
+    ids: IdEncoding,
 }
 
 impl<'r> RowReader<'r> {
     /// A reader of `row`, whose column 0 is its id (or, for findings, its analysis).
-    pub(super) fn new(row: &'r Row, table: &'r str) -> Self {
+    pub(super) fn new(row: &'r Row, table: &'r str, ids: IdEncoding) -> Self {
         let id = match row.try_get::<_, Option<Uuid>>(0) {
             Ok(Some(id)) => id.to_string(),
             _ => row
@@ -94,7 +97,12 @@ impl<'r> RowReader<'r> {
                 .flatten()
                 .unwrap_or_else(|| "?".into()),
         };
-        RowReader { row, table, id }
+        RowReader {
+            row,
+            table,
+            id,
+            ids,
+        }
     }
 
     fn column(&self, i: usize) -> &str {
@@ -133,8 +141,10 @@ impl<'r> RowReader<'r> {
             return self.required(i);
         }
         let text: String = self.required(i)?;
-        Uuid::try_parse(text.trim())
-            .map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))
+        let id = Uuid::try_parse(text.trim())
+            .map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))?;
+        canonical(&text, &id, self.ids).map_err(|reason| self.bad(i, reason))?;
+        Ok(id)
     }
 
     /// Column `i`: an integer of any width.
@@ -184,7 +194,7 @@ impl<'r> RowReader<'r> {
 /// `id, url, content_type, status, created_at, findings` (findings NULL when they are rows of
 /// their own).
 pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
-    let r = RowReader::new(row, &layout.analyses.table);
+    let r = RowReader::new(row, &layout.analyses.table, layout.ids);
     let status: String = r.required(3)?;
     Ok(Analysis {
         id: r.uuid(0)?,
@@ -203,8 +213,8 @@ pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
 
 /// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the
 /// chunk and the id of its analysis.
-pub(super) fn chunk(row: &Row, table: &str) -> Result<(Uuid, Chunk)> {
-    let r = RowReader::new(row, table);
+pub(super) fn chunk(row: &Row, layout: &Layout) -> Result<(Uuid, Chunk)> {
+    let r = RowReader::new(row, &layout.chunks.table, layout.ids);
     Ok((
         r.uuid(1)?,
         Chunk {
@@ -219,8 +229,12 @@ pub(super) fn chunk(row: &Row, table: &str) -> Result<(Uuid, Chunk)> {
 }
 
 /// `id, analysis_id, summary, key_findings, metadata`: the artifact and the id of its analysis.
-pub(super) fn artifact(row: &Row, table: &str) -> Result<(Uuid, Artifact)> {
-    let r = RowReader::new(row, table);
+pub(super) fn artifact(row: &Row, layout: &Layout) -> Result<(Uuid, Artifact)> {
+    let table = layout
+        .artifacts
+        .as_ref()
+        .map_or("artifacts", |t| t.table.as_str());
+    let r = RowReader::new(row, table, layout.ids);
     Ok((
         r.uuid(1)?,
         Artifact {
@@ -234,8 +248,12 @@ pub(super) fn artifact(row: &Row, table: &str) -> Result<(Uuid, Artifact)> {
 
 /// `analysis_id, agent, category, content, confidence, metadata`: a finding that is a row of
 /// its own, and the id of its analysis.
-pub(super) fn finding(row: &Row, table: &str) -> Result<(Uuid, Finding)> {
-    let r = RowReader::new(row, table);
+pub(super) fn finding(row: &Row, layout: &Layout) -> Result<(Uuid, Finding)> {
+    let table = layout
+        .findings
+        .as_ref()
+        .map_or("findings", |t| t.table.as_str());
+    let r = RowReader::new(row, table, layout.ids);
     Ok((
         r.uuid(0)?,
         Finding {

@@ -58,10 +58,14 @@ impl Reading<'_> {
             (Some(column), _) => (format!("c.{}", q(column)), String::new()),
             (None, true) => (
                 "e.model".into(),
+                // A record counts only for the text it was made from: a chunk the application
+                // rewrote has no known model until goldset embeds it again.
                 format!(
-                    "LEFT JOIN {} e ON e.chunk_id = c.{}::text",
+                    "LEFT JOIN {} e ON e.chunk_id = c.{}::text
+                       AND e.content_sha256 = sha256(convert_to(c.{}, 'UTF8'))",
                     self.names.embeddings,
-                    q(&c.id)
+                    q(&c.id),
+                    q(&c.content)
                 ),
             ),
             (None, false) => ("NULL::text".into(), String::new()),
@@ -226,30 +230,29 @@ impl RowStreams for Portals<'_, '_> {
     }
 
     fn next_chunk(&mut self) -> Result<Option<(Uuid, Chunk)>> {
-        let table = &self.layout.chunks.table;
         self.chunks
             .next(self.tx)?
-            .map(|r| decode::chunk(&r, table))
+            .map(|r| decode::chunk(&r, self.layout))
             .transpose()
     }
 
     fn next_artifact(&mut self) -> Result<Option<(Uuid, Artifact)>> {
-        let (Some(paged), Some(t)) = (&mut self.artifacts, &self.layout.artifacts) else {
+        let Some(paged) = &mut self.artifacts else {
             return Ok(None);
         };
         paged
             .next(self.tx)?
-            .map(|r| decode::artifact(&r, &t.table))
+            .map(|r| decode::artifact(&r, self.layout))
             .transpose()
     }
 
     fn next_finding(&mut self) -> Result<Option<(Uuid, Finding)>> {
-        let (Some(paged), Some(t)) = (&mut self.findings, &self.layout.findings) else {
+        let Some(paged) = &mut self.findings else {
             return Ok(None);
         };
         paged
             .next(self.tx)?
-            .map(|r| decode::finding(&r, &t.table))
+            .map(|r| decode::finding(&r, self.layout))
             .transpose()
     }
 }

@@ -2,7 +2,7 @@
 //! is an error naming table, row and column.
 
 use super::super::error::json_problem;
-use super::super::layout::Layout;
+use super::super::layout::{canonical, IdEncoding, Layout};
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
 use crate::timestamp::Timestamp;
@@ -19,10 +19,13 @@ pub(super) struct RowReader<'a, 'r> {
     row: &'a Row<'r>,
     table: &'a str,
     id: String,
+    /// How ids are written: any other form is refused, since goldset finds and deletes rows
+    /// by that exact text.
+    ids: IdEncoding,
 }
 
 impl<'a, 'r> RowReader<'a, 'r> {
-    pub(super) fn new(row: &'a Row<'r>, table: &'a str) -> Self {
+    pub(super) fn new(row: &'a Row<'r>, table: &'a str, ids: IdEncoding) -> Self {
         let id = match row.get_ref(0) {
             Ok(value) => match value.as_str() {
                 Ok(text) => text.to_owned(),
@@ -30,7 +33,12 @@ impl<'a, 'r> RowReader<'a, 'r> {
             },
             Err(_) => "?".into(),
         };
-        RowReader { row, table, id }
+        RowReader {
+            row,
+            table,
+            id,
+            ids,
+        }
     }
 
     fn bad(&self, i: usize, reason: impl std::fmt::Display) -> StoreError {
@@ -52,8 +60,10 @@ impl<'a, 'r> RowReader<'a, 'r> {
     /// Column `i`: a UUID in text (with hyphens, or 32 hex digits).
     pub(super) fn uuid(&self, i: usize) -> Result<Uuid> {
         let text: String = self.required(i)?;
-        Uuid::try_parse(text.trim())
-            .map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))
+        let id = Uuid::try_parse(text.trim())
+            .map_err(|e| self.bad(i, format!("{text:?} is not a UUID: {e}")))?;
+        canonical(&text, &id, self.ids).map_err(|reason| self.bad(i, reason))?;
+        Ok(id)
     }
 
     /// Column `i`: an instant within the years a backup can hold — microseconds since the
@@ -108,7 +118,7 @@ pub(super) fn uuid_text(row: &Row, i: usize) -> Result<Uuid> {
 /// `id, url, content_type, status, created_at, findings` (findings NULL when they are rows of
 /// their own).
 pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
-    let r = RowReader::new(row, &layout.analyses.table);
+    let r = RowReader::new(row, &layout.analyses.table, layout.ids);
     let status: String = r.required(3)?;
     Ok(Analysis {
         id: r.uuid(0)?,
@@ -127,8 +137,8 @@ pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
 
 /// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the id
 /// text of its analysis, and the chunk.
-pub(super) fn chunk(row: &Row, table: &str) -> Result<(String, Chunk)> {
-    let r = RowReader::new(row, table);
+pub(super) fn chunk(row: &Row, layout: &Layout) -> Result<(String, Chunk)> {
+    let r = RowReader::new(row, &layout.chunks.table, layout.ids);
     Ok((
         r.required(1)?,
         Chunk {
@@ -144,8 +154,12 @@ pub(super) fn chunk(row: &Row, table: &str) -> Result<(String, Chunk)> {
 
 /// `id, analysis_id, summary, key_findings, metadata`: the id text of its analysis, and the
 /// artifact.
-pub(super) fn artifact(row: &Row, table: &str) -> Result<(String, Artifact)> {
-    let r = RowReader::new(row, table);
+pub(super) fn artifact(row: &Row, layout: &Layout) -> Result<(String, Artifact)> {
+    let table = layout
+        .artifacts
+        .as_ref()
+        .map_or("artifacts", |t| t.table.as_str());
+    let r = RowReader::new(row, table, layout.ids);
     Ok((
         r.required(1)?,
         Artifact {
@@ -159,8 +173,12 @@ pub(super) fn artifact(row: &Row, table: &str) -> Result<(String, Artifact)> {
 
 /// `analysis_id, agent, category, content, confidence, metadata`: the id text of its analysis,
 /// and a finding that is a row of its own.
-pub(super) fn finding(row: &Row, table: &str) -> Result<(String, Finding)> {
-    let r = RowReader::new(row, table);
+pub(super) fn finding(row: &Row, layout: &Layout) -> Result<(String, Finding)> {
+    let table = layout
+        .findings
+        .as_ref()
+        .map_or("findings", |t| t.table.as_str());
+    let r = RowReader::new(row, table, layout.ids);
     Ok((
         r.required(0)?,
         Finding {

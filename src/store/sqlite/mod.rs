@@ -112,6 +112,11 @@ impl SqliteStore {
             Duration::ZERO
         })?;
         register_sha256(&conn)?;
+        if !options.read_only {
+            // For this connection only (nothing is stored in the file): the application's
+            // foreign keys, ON DELETE actions included, apply to goldset's writes.
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+        }
         let store = SqliteStore {
             conn,
             path: path.to_owned(),

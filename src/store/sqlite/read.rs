@@ -46,9 +46,15 @@ impl Reading<'_> {
         let c = &self.layout.chunks;
         match (&c.embedding_model, self.model_table) {
             (Some(column), _) => (format!("c.{}", q(column)), String::new()),
+            // A record counts only for the text it was made from (see the PostgreSQL store).
             (None, Some(table)) => (
                 "e.model".into(),
-                format!("LEFT JOIN {table} e ON e.chunk_id = c.{}", q(&c.id)),
+                format!(
+                    "LEFT JOIN {table} e ON e.chunk_id = c.{}
+                       AND e.content_sha256 = goldset_sha256(c.{})",
+                    q(&c.id),
+                    q(&c.content)
+                ),
             ),
             (None, None) => ("NULL".into(), String::new()),
         }
@@ -184,28 +190,27 @@ impl RowStreams for RowsOf<'_> {
     }
 
     fn next_chunk(&mut self) -> Result<Option<(String, Chunk)>> {
-        let table = &self.layout.chunks.table;
         self.chunks
             .next()?
-            .map(|row| decode::chunk(row, table))
+            .map(|row| decode::chunk(row, self.layout))
             .transpose()
     }
 
     fn next_artifact(&mut self) -> Result<Option<(String, Artifact)>> {
-        let (Some(rows), Some(t)) = (&mut self.artifacts, &self.layout.artifacts) else {
+        let Some(rows) = &mut self.artifacts else {
             return Ok(None);
         };
         rows.next()?
-            .map(|row| decode::artifact(row, &t.table))
+            .map(|row| decode::artifact(row, self.layout))
             .transpose()
     }
 
     fn next_finding(&mut self) -> Result<Option<(String, Finding)>> {
-        let (Some(rows), Some(t)) = (&mut self.findings, &self.layout.findings) else {
+        let Some(rows) = &mut self.findings else {
             return Ok(None);
         };
         rows.next()?
-            .map(|row| decode::finding(row, &t.table))
+            .map(|row| decode::finding(row, self.layout))
             .transpose()
     }
 }

@@ -153,7 +153,7 @@ impl AdoptedWrite<'_> {
             ),
             &[&ids],
         )? {
-            let (owner, chunk) = decode::chunk(&r, &c.table)?;
+            let (owner, chunk) = decode::chunk(&r, l)?;
             if let Some(i) = position(&found, owner) {
                 found[i].chunks.push(chunk);
             }
@@ -173,7 +173,7 @@ impl AdoptedWrite<'_> {
                 ),
                 &[&ids],
             )? {
-                let (owner, artifact) = decode::artifact(&r, &t.table)?;
+                let (owner, artifact) = decode::artifact(&r, l)?;
                 if let Some(i) = position(&found, owner) {
                     found[i].artifact = Some(artifact);
                 }
@@ -196,7 +196,7 @@ impl AdoptedWrite<'_> {
                 ),
                 &[&ids],
             )? {
-                let (owner, finding) = decode::finding(&r, &f.table)?;
+                let (owner, finding) = decode::finding(&r, l)?;
                 if let Some(i) = position(&found, owner) {
                     found[i].findings.push(finding);
                 }
@@ -295,18 +295,24 @@ impl AdoptedWrite<'_> {
         Ok(())
     }
 
-    pub(super) fn delete_others(&mut self, keep: &[Uuid]) -> Result<Counts> {
+    pub(super) fn delete_others(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
         let l = self.layout;
         let a = &l.analyses;
         let keep = self.ids(keep.iter().copied());
+        let statuses: Vec<String> = statuses
+            .iter()
+            .map(|s| l.status_to_store(s).to_owned())
+            .collect();
         let rows = self.client.query(
             &format!(
-                "SELECT {id}::text FROM {table} WHERE NOT ({id} = ANY({keep}))",
+                "SELECT {id}::text FROM {table}
+                  WHERE ({status})::text = ANY($2) AND NOT ({id} = ANY({keep}))",
                 id = q(&a.id),
+                status = q(&a.status),
                 table = q(&a.table),
                 keep = self.id_array(1, &a.table, &a.id)
             ),
-            &[&keep],
+            &[&keep, &statuses],
         )?;
         let gone: Vec<Uuid> = rows
             .iter()

@@ -57,43 +57,48 @@ impl Drop for AdoptedWrite<'_> {
 
 impl<'c> AdoptedWrite<'c> {
     /// Begins: the restore lock, `BEGIN`, goldset's bookkeeping tables, the catalog's types.
+    /// Begins (under the restore lock the caller holds): `BEGIN`, the catalog's types, the
+    /// checks of the mapping's required columns, goldset's bookkeeping tables. Any failure drops
+    /// the transaction, which rolls back and gives the lock back.
     pub(super) fn begin(
         client: &'c mut Client,
         names: &'c Names,
         layout: &'c Layout,
         catalog: Catalog,
     ) -> Result<Self> {
-        client.batch_execute("BEGIN; SET LOCAL TimeZone = 'UTC'")?;
-        let mut types = HashMap::new();
+        let mut tx = AdoptedWrite {
+            client,
+            names,
+            layout,
+            types: HashMap::new(),
+            catalog,
+            column_types: HashMap::new(),
+            allow_cascade: false,
+            done: false,
+        };
+        tx.client
+            .batch_execute("BEGIN; SET LOCAL TimeZone = 'UTC'")?;
         for (table, columns) in layout.tables() {
-            let found = catalog.table(table);
+            let found = tx.catalog.table(table);
             for column in columns {
                 if let Some(c) = found.and_then(|t| t.column(column)) {
-                    types.insert(format!("{table}.{column}"), c.sql_type.clone());
+                    tx.types
+                        .insert(format!("{table}.{column}"), c.sql_type.clone());
                 }
             }
         }
         for (table, values) in &layout.fill {
-            let found = catalog.table(table);
+            let found = tx.catalog.table(table);
             for column in values.keys() {
                 let Some(c) = found.and_then(|t| t.column(column)) else {
                     return Err(StoreError::Schema(format!(
                         "mapping: fill names {table}.{column}, which does not exist"
                     )));
                 };
-                types.insert(format!("{table}.{column}"), c.sql_type.clone());
+                tx.types
+                    .insert(format!("{table}.{column}"), c.sql_type.clone());
             }
         }
-        let mut tx = AdoptedWrite {
-            client,
-            names,
-            layout,
-            types,
-            catalog,
-            column_types: HashMap::new(),
-            allow_cascade: false,
-            done: false,
-        };
         tx.catalog.check_required_columns(tx.layout)?;
         tx.ensure_bookkeeping()?;
         Ok(tx)
@@ -322,8 +327,8 @@ impl WriteTransaction for AdoptedWrite<'_> {
         self.patch(patch, vectors, model)
     }
 
-    fn delete_analyses_except(&mut self, keep: &[Uuid]) -> Result<Counts> {
-        self.delete_others(keep)
+    fn delete_analyses_except(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+        self.delete_others(keep, statuses)
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
@@ -396,7 +401,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
     fn chunks_needing_embedding(
         &mut self,
         model: &str,
-        _dimension: usize,
+        dimension: usize,
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ChunkText>> {
@@ -405,21 +410,32 @@ impl WriteTransaction for AdoptedWrite<'_> {
         let c = &self.layout.chunks;
         let after = after.map(|id| self.layout.ids.text(&id));
         let id_type = self.type_of(&c.table, &c.id);
-        // A recorded model id fixes the dimension (`_dimension`): no vector is read (they are
-        // large, often TOASTed) to find the chunks left to embed.
+        // Where the column is vector(N) of this dimension (checked before anything is written),
+        // no vector need be read — they are large, often TOASTed — to find the chunks left to
+        // embed; other columns take vectors of any length, so their dimension is checked.
+        let dimension_fixed =
+            self.type_of(&c.table, &c.embedding) == format!("vector({dimension})");
+        let dims = if dimension_fixed {
+            String::new()
+        } else {
+            format!(" OR {} IS DISTINCT FROM $4", reading.dimension())
+        };
         let sql = format!(
             "SELECT c.{id}::text, c.{content} FROM {table} c {join}
               WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type})
-                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2)
+                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims})
               ORDER BY c.{id} LIMIT $3",
             id = q(&c.id),
             content = q(&c.content),
             table = q(&c.table),
             emb = q(&c.embedding),
         );
-        let rows = self
-            .client
-            .query(&sql, &[&after, &model, &(limit as i64)])?;
+        let (limit, dimension) = (limit as i64, dimension as i32);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &model, &limit];
+        if !dimension_fixed {
+            params.push(&dimension);
+        }
+        let rows = self.client.query(&sql, &params)?;
         rows.iter()
             .map(|r| {
                 let text: String = r.get(0);

@@ -50,7 +50,7 @@ impl AdoptedWrite<'_> {
         ))?;
         let mut rows = stmt.query([&key])?;
         while let Some(row) = rows.next()? {
-            analysis.chunks.push(decode::chunk(row, &c.table)?.1);
+            analysis.chunks.push(decode::chunk(row, l)?.1);
         }
         if let Some(t) = &l.artifacts {
             let mut stmt = self.tx.prepare_cached(&format!(
@@ -65,7 +65,7 @@ impl AdoptedWrite<'_> {
             ))?;
             let mut rows = stmt.query([&key])?;
             if let Some(row) = rows.next()? {
-                analysis.artifact = Some(decode::artifact(row, &t.table)?.1);
+                analysis.artifact = Some(decode::artifact(row, l)?.1);
             }
         }
         if let Some(f) = &l.findings {
@@ -83,7 +83,7 @@ impl AdoptedWrite<'_> {
             ))?;
             let mut rows = stmt.query([&key])?;
             while let Some(row) = rows.next()? {
-                analysis.findings.push(decode::finding(row, &f.table)?.1);
+                analysis.findings.push(decode::finding(row, l)?.1);
             }
         }
         Ok(Some(analysis))
@@ -241,16 +241,23 @@ impl AdoptedWrite<'_> {
         Ok(())
     }
 
-    pub(super) fn delete_others(&mut self, keep: &[Uuid]) -> Result<Counts> {
-        let a = &self.layout.analyses;
-        let stored: Vec<String> = self
+    pub(super) fn delete_others(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+        let l = self.layout;
+        let a = &l.analyses;
+        let stored: Vec<(String, String)> = self
             .tx
-            .prepare(&format!("SELECT {} FROM {}", q(&a.id), q(&a.table)))?
-            .query_map([], |r| r.get(0))?
+            .prepare(&format!(
+                "SELECT {}, {} FROM {}",
+                q(&a.id),
+                q(&a.status),
+                q(&a.table)
+            ))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let gone: Vec<Uuid> = stored
             .iter()
-            .filter_map(|t| Uuid::try_parse(t.trim()).ok())
+            .filter(|(_, status)| statuses.iter().any(|s| s == l.status_from_store(status)))
+            .filter_map(|(id, _)| Uuid::try_parse(id.trim()).ok())
             .filter(|id| keep.binary_search(id).is_err())
             .collect();
         let mut counts = Counts::default();

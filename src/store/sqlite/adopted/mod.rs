@@ -227,8 +227,8 @@ impl WriteTransaction for AdoptedWrite<'_> {
         self.patch(patch, vectors, model)
     }
 
-    fn delete_analyses_except(&mut self, keep: &[Uuid]) -> Result<Counts> {
-        self.delete_others(keep)
+    fn delete_analyses_except(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+        self.delete_others(keep, statuses)
     }
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
