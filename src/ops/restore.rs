@@ -374,7 +374,8 @@ fn finish_difference(
         seen.sort_unstable();
         difference.deleted = tx.delete_analyses_except(&seen, &statuses)?;
     }
-    if !options.dry_run {
+    // Into empty tables every chunk was just embedded by this model: nothing can be stale.
+    if !options.dry_run && !plan.empty_at_start {
         let (fresh, cached) = super::reembed::embed_all_stale(tx, embedder, options.use_cache)?;
         tally.embedded += fresh;
         tally.from_cache += cached;
