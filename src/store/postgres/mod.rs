@@ -15,6 +15,7 @@
 
 mod adopted;
 mod bulk;
+mod cache;
 mod catalog;
 mod connect;
 mod copy;

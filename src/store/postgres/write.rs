@@ -3,10 +3,11 @@
 
 use super::super::layout::Layout;
 use super::super::{
-    blob_to_vector, insert_each, schema, vector_to_blob, BatchSource, ChunkEmbeddings, ChunkText,
-    ContentDigest, EmbeddingModel, Existing, Inventory, RecordKind, Result, WriteTransaction,
+    insert_each, schema, BatchSource, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
+    Existing, Inventory, RecordKind, Result, WriteTransaction,
 };
 use super::bulk::{chunk_columns, copy_sql, TableRows};
+use super::cache;
 use super::copy;
 use super::read::Reading;
 use super::read::{embedding_models, inventory, used_cache_keys};
@@ -247,45 +248,17 @@ impl WriteTransaction for PgWrite<'_> {
         dimension: usize,
         digests: &[ContentDigest],
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        let keys: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
-        let rows = self.client.query(
-            &format!(
-                "SELECT content_sha256, embedding FROM {} WHERE model = $1 AND content_sha256 = ANY($2)",
-                self.names.cache
-            ),
-            &[&model, &keys],
-        )?;
-        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        Ok(digests
-            .iter()
-            .map(|d| {
-                found
-                    .get(&d[..])
-                    .filter(|b| b.len() == dimension * 4)
-                    .map(|b| blob_to_vector(b))
-            })
-            .collect())
+        cache::lookup(
+            &mut *self.client,
+            &self.names.cache,
+            model,
+            dimension,
+            digests,
+        )
     }
 
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
-        // ON CONFLICT may touch a row once per statement: one entry per digest.
-        let mut seen = std::collections::HashSet::new();
-        let (keys, blobs): (Vec<&[u8]>, Vec<Vec<u8>>) = entries
-            .iter()
-            .filter(|(d, _)| seen.insert(*d))
-            .map(|(d, v)| (&d[..], vector_to_blob(v)))
-            .unzip();
-        self.client.execute(
-            &format!(
-                "INSERT INTO {} (model, content_sha256, embedding)
-                 SELECT $1, d, e FROM unnest($2::bytea[], $3::bytea[]) AS u (d, e)
-                 ON CONFLICT (model, content_sha256) DO UPDATE SET embedding = EXCLUDED.embedding",
-                self.names.cache
-            ),
-            &[&model, &keys, &blobs],
-        )?;
-        Ok(())
+        cache::store(&mut *self.client, &self.names.cache, model, entries)
     }
 
     fn chunks_needing_embedding(
