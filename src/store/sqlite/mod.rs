@@ -11,6 +11,7 @@
 //! 1.5× faster; concurrent readers during a restore matter less for a golden dataset.
 
 mod adopted;
+mod cache;
 mod catalog;
 mod decode;
 mod native;

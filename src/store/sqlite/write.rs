@@ -4,13 +4,14 @@
 use super::super::layout::Layout;
 use super::super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::super::{
-    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
-    Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
+    vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, Existing, Inventory,
+    RecordKind, Result, StoreError, WriteTransaction,
 };
+use super::cache;
 use super::decode::uuid_text;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use crate::model::Analysis;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 use uuid::Uuid;
 
 pub(super) struct SqliteWrite<'c> {
@@ -176,30 +177,11 @@ impl WriteTransaction for SqliteWrite<'_> {
         dimension: usize,
         digests: &[ContentDigest],
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT embedding FROM {EMBEDDING_CACHE} WHERE model = ?1 AND content_sha256 = ?2"
-        ))?;
-        digests
-            .iter()
-            .map(|d| {
-                let blob: Option<Vec<u8>> = stmt
-                    .query_row(params![model, &d[..]], |r| r.get(0))
-                    .optional()?;
-                Ok(blob
-                    .filter(|b| b.len() == dimension * 4)
-                    .map(|b| blob_to_vector(&b)))
-            })
-            .collect()
+        cache::lookup(&self.tx, EMBEDDING_CACHE, model, dimension, digests)
     }
 
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO {EMBEDDING_CACHE} (model, content_sha256, embedding) VALUES (?1, ?2, ?3)"
-        ))?;
-        for (digest, vector) in entries {
-            stmt.execute(params![model, &digest[..], vector_to_blob(vector)])?;
-        }
-        Ok(())
+        cache::store(&self.tx, EMBEDDING_CACHE, model, entries)
     }
 
     fn chunks_needing_embedding(

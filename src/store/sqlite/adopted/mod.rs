@@ -11,9 +11,10 @@ mod rows;
 use super::super::catalog::Catalog;
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout};
 use super::super::{
-    blob_to_vector, vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
-    Existing, Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
+    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, Existing, Inventory, Patch,
+    RecordKind, Result, StoreError, WriteTransaction,
 };
+use super::cache;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use super::{ADOPTED_CACHE, MODEL_TABLE};
 use crate::model::{Analysis, Counts};
@@ -246,30 +247,11 @@ impl WriteTransaction for AdoptedWrite<'_> {
         dimension: usize,
         digests: &[ContentDigest],
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT embedding FROM {ADOPTED_CACHE} WHERE model = ?1 AND content_sha256 = ?2"
-        ))?;
-        digests
-            .iter()
-            .map(|d| {
-                let blob: Option<Vec<u8>> = stmt
-                    .query_row(params![model, &d[..]], |r| r.get(0))
-                    .optional()?;
-                Ok(blob
-                    .filter(|b| b.len() == dimension * 4)
-                    .map(|b| blob_to_vector(&b)))
-            })
-            .collect()
+        cache::lookup(&self.tx, ADOPTED_CACHE, model, dimension, digests)
     }
 
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO {ADOPTED_CACHE} (model, content_sha256, embedding) VALUES (?1, ?2, ?3)"
-        ))?;
-        for (digest, vector) in entries {
-            stmt.execute(params![model, &digest[..], vector_to_blob(vector)])?;
-        }
-        Ok(())
+        cache::store(&self.tx, ADOPTED_CACHE, model, entries)
     }
 
     fn chunks_needing_embedding(
