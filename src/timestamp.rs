@@ -56,6 +56,25 @@ impl Timestamp {
     ///
     /// Fractions of up to 9 digits are accepted as long as they carry nothing below a microsecond.
     pub fn parse(text: &str) -> Result<Self, TimestampError> {
+        Self::parse_in(text, &WallClock::utc())
+    }
+
+    /// Like [`Timestamp::parse`], but a time without an offset is a wall-clock time in `zone`
+    /// (an application's naive column kept in local time).
+    pub fn parse_in(text: &str, zone: &WallClock) -> Result<Self, TimestampError> {
+        let (t, offset_given) = Self::parse_parts(text)?;
+        if offset_given {
+            return Ok(t);
+        }
+        zone.instant_of(t).ok_or(TimestampError {
+            text: text.to_owned(),
+            reason: "outside the years 0001–9999 in the mapping's time zone",
+        })
+    }
+
+    /// The instant `text` names, taking a time without an offset as UTC, and whether it had an
+    /// offset.
+    fn parse_parts(text: &str) -> Result<(Self, bool), TimestampError> {
         let fail = |reason| TimestampError {
             text: text.to_owned(),
             reason,
@@ -109,6 +128,7 @@ impl Timestamp {
             }
             pos = end;
         }
+        let offset_given = pos < b.len();
         let offset_seconds: i32 = match &b[pos..] {
             [] | [b'Z'] | [b'z'] => 0,
             [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
@@ -140,7 +160,115 @@ impl Timestamp {
         let offset = UtcOffset::from_whole_seconds(offset_seconds)
             .map_err(|_| fail("offset out of range"))?;
         let instant = PrimitiveDateTime::new(date, time).assume_offset(offset);
-        Ok(Timestamp((instant.unix_timestamp_nanos() / 1000) as i64))
+        Ok((
+            Timestamp((instant.unix_timestamp_nanos() / 1000) as i64),
+            offset_given,
+        ))
+    }
+}
+
+/// The time zone in which a column without offsets (PostgreSQL `timestamp`, naive text) keeps
+/// wall-clock times: a mapping's `time_zone`, an IANA name; UTC when the mapping names none.
+///
+/// A wall-clock time is handled as a [`Timestamp`] read as if it were UTC. Where a zone's clocks
+/// go back, a wall-clock time names two instants, and goldset takes the later one; where they
+/// jump forward, a skipped time is read with the offset before the jump. Both are what
+/// PostgreSQL's `AT TIME ZONE` does, so goldset and the database agree on every row.
+#[derive(Clone)]
+pub struct WallClock {
+    name: String,
+    zone: jiff::tz::TimeZone,
+}
+
+impl WallClock {
+    /// UTC: wall-clock time and instant are the same.
+    pub fn utc() -> Self {
+        WallClock {
+            name: "UTC".into(),
+            zone: jiff::tz::TimeZone::UTC,
+        }
+    }
+
+    /// The zone of this IANA name (`Europe/Berlin`, `America/New_York`, `UTC`).
+    pub fn named(name: &str) -> Result<Self, String> {
+        let zone = jiff::tz::TimeZone::get(name).map_err(|_| {
+            format!("{name:?} is not a time zone goldset knows (an IANA name such as \"Europe/Berlin\", or \"UTC\")")
+        })?;
+        Ok(WallClock {
+            name: name.to_owned(),
+            zone,
+        })
+    }
+
+    /// The zone's name as the mapping gives it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether wall-clock times are UTC.
+    pub fn is_utc(&self) -> bool {
+        self.name == "UTC"
+    }
+
+    /// The wall-clock time of instant `t` in this zone (as a timestamp read as UTC): what a
+    /// naive column holds for it.
+    pub fn wall_of(&self, t: Timestamp) -> Timestamp {
+        if self.is_utc() {
+            return t;
+        }
+        let Ok(instant) = jiff::Timestamp::from_microsecond(t.0) else {
+            return t;
+        };
+        let wall = self.zone.to_datetime(instant);
+        match jiff::tz::TimeZone::UTC.to_timestamp(wall) {
+            Ok(as_utc) => Timestamp(as_utc.as_microsecond()),
+            Err(_) => t,
+        }
+    }
+
+    /// The instant that wall-clock time `wall` (a timestamp read as UTC) names in this zone,
+    /// or `None` when it falls outside the years a backup can hold.
+    pub fn instant_of(&self, wall: Timestamp) -> Option<Timestamp> {
+        if self.is_utc() {
+            return Timestamp::checked_from_unix_micros(wall.0);
+        }
+        let as_utc = jiff::Timestamp::from_microsecond(wall.0).ok()?;
+        let civil = jiff::tz::TimeZone::UTC.to_datetime(as_utc);
+        let instant = self.zone.to_ambiguous_timestamp(civil).later().ok()?;
+        Timestamp::checked_from_unix_micros(instant.as_microsecond())
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self::utc()
+    }
+}
+
+impl fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WallClock({})", self.name)
+    }
+}
+
+impl PartialEq for WallClock {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for WallClock {}
+
+impl Serialize for WallClock {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WallClock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        WallClock::named(&name).map_err(serde::de::Error::custom)
     }
 }
 
@@ -196,6 +324,46 @@ impl Serialize for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wall(text: &str) -> Timestamp {
+        Timestamp::parse(text).unwrap()
+    }
+
+    #[test]
+    fn wall_clock_times_convert_both_ways() {
+        let berlin = WallClock::named("Europe/Berlin").unwrap();
+        // Summer (+02:00) and winter (+01:00).
+        let summer = berlin.instant_of(wall("2025-07-01 12:00:00")).unwrap();
+        assert_eq!(summer.to_string(), "2025-07-01T10:00:00Z");
+        assert_eq!(berlin.wall_of(summer), wall("2025-07-01 12:00:00"));
+        let winter = berlin.instant_of(wall("2025-01-15 08:30:00.25")).unwrap();
+        assert_eq!(winter.to_string(), "2025-01-15T07:30:00.250000Z");
+        assert_eq!(berlin.wall_of(winter), wall("2025-01-15 08:30:00.25"));
+        // Clocks go back: 02:30 happens twice; the later (standard time) is taken.
+        let fold = berlin.instant_of(wall("2025-10-26 02:30:00")).unwrap();
+        assert_eq!(fold.to_string(), "2025-10-26T01:30:00Z");
+        // Clocks jump forward: 02:30 never happens; read with the offset before the jump.
+        let gap = berlin.instant_of(wall("2025-03-30 02:30:00")).unwrap();
+        assert_eq!(gap.to_string(), "2025-03-30T01:30:00Z");
+        // Text with an offset names its instant whatever the zone.
+        let explicit = Timestamp::parse_in("2025-07-01 12:00:00+00:00", &berlin).unwrap();
+        assert_eq!(explicit.to_string(), "2025-07-01T12:00:00Z");
+        let naive = Timestamp::parse_in("2025-07-01 12:00:00", &berlin).unwrap();
+        assert_eq!(naive, summer);
+    }
+
+    #[test]
+    fn unknown_zones_are_named() {
+        let e = WallClock::named("Mars/Olympus").unwrap_err();
+        assert!(e.contains("Mars/Olympus") && e.contains("IANA"), "{e}");
+        assert!(WallClock::utc().is_utc());
+        let utc = WallClock::utc();
+        assert_eq!(utc.wall_of(Timestamp::MAX), Timestamp::MAX);
+        assert_eq!(utc.instant_of(Timestamp::MIN), Some(Timestamp::MIN));
+        // Near the end of the range, a zone east of UTC still converts; one step past is refused.
+        let tokyo = WallClock::named("Asia/Tokyo").unwrap();
+        assert!(tokyo.instant_of(Timestamp::MIN).is_none());
+    }
 
     #[test]
     fn naive_text_reads_back_as_the_same_instant() {

@@ -513,6 +513,24 @@ pg_test! {
         write("edited.json", &edited);
         app.ok(&["restore", "--replace", "--file", "edited.json"]);
         assert_eq!(app.column("SELECT count(*)::text FROM app.retrieval_judgements"), judged);
+        // Reordered passages are renumbered in place (no delete, so nothing cascades) and
+        // keep their vectors.
+        let mut reordered = edited.clone();
+        let chunks = reordered["analyses"][0]["chunks"].as_array_mut().unwrap();
+        assert!(chunks.len() >= 3, "the first analysis has several chunks");
+        chunks.rotate_left(1);
+        for (i, chunk) in chunks.iter_mut().enumerate() {
+            chunk["chunk_index"] = i.into();
+        }
+        write("reordered.json", &reordered);
+        let vectors = "SELECT string_agg(passage_id::text || vec::text, ',' ORDER BY passage_id) FROM app.passages";
+        let before_vectors = app.column(vectors);
+        let out = app.ok(&["restore", "--replace", "--file", "reordered.json"]);
+        assert!(out.contains("19 analyses unchanged, 1 changed"), "{out}");
+        assert!(out.contains("; 0 chunks embedded by"), "no text changed, nothing is embedded: {out}");
+        assert_eq!(app.column("SELECT count(*)::text FROM app.retrieval_judgements"), judged);
+        assert_eq!(app.column(vectors), before_vectors);
+        app.ok(&["verify", "--file", "reordered.json"]);
         // Without the first analysis: deleting its passages would cascade.
         let mut without = doc.clone();
         let gone = without["analyses"].as_array_mut().unwrap().remove(0);
@@ -659,5 +677,75 @@ layout_test! {
         let out = app.run(&["backup", "--file", "b.json"]);
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(stderr(&out).contains("is not written as the mapping's ids = \"hex32\""), "{}", stderr(&out));
+    }
+}
+
+layout_test! {
+    /// `time_zone` in the mapping: naive times (`timestamp`, SQLAlchemy's text) are wall-clock
+    /// times of that zone, written and read as such, so the backup's instants are unchanged;
+    /// an ambiguous wall-clock time (clocks going back) reads as the later instant, as
+    /// PostgreSQL's `AT TIME ZONE` has it. `timestamptz` columns are not affected.
+    fn a_mapping_time_zone_places_naive_times(layout) {
+        let app = App::new(layout);
+        app.ok(&["adopt", "--write", "-q"]);
+        let config = std::fs::read_to_string(app.path("goldset.toml")).unwrap();
+        assert!(config.contains("\n[mapping]\n"), "{config}");
+        let config = config.replacen("\n[mapping]\n", "\n[mapping]\ntime_zone = \"America/New_York\"\n", 1);
+        std::fs::write(app.path("goldset.toml"), config).unwrap();
+        let file = sample();
+        app.ok(&["restore", "-q", "--replace", "--file", file.to_str().unwrap()]);
+        assert_eq!(backup_text(&app, "zoned.json"), own_backup());
+        let out = app.ok(&["restore", "--replace", "--file", "zoned.json"]);
+        assert!(out.contains("20 analyses unchanged, 0 changed"), "{out}");
+        // The sample's first analysis, 2025-01-17T03:30:33.339385Z, is 22:30:33 the evening
+        // before in New York (EST, -05:00).
+        let first = "5d4a4972-f999-49e3-aa8a-0011af8f11f0";
+        let (query, edit) = match layout {
+            Layout::SeedSqlite => {
+                let hex = first.replace('-', "");
+                (
+                    format!("SELECT created_at FROM analyses WHERE id = '{hex}'"),
+                    format!("UPDATE analyses SET created_at = '2025-11-02 01:30:00.000000' WHERE id = '{hex}'"),
+                )
+            }
+            Layout::SeedPostgres => (
+                format!("SELECT created_at::text FROM analyses WHERE id = '{first}'"),
+                format!("UPDATE analyses SET created_at = '2025-11-02 01:30:00+00' WHERE id = '{first}'"),
+            ),
+            Layout::OtherPostgres => (
+                format!("SELECT ingested_at::text FROM app.documents WHERE doc_id = '{first}'"),
+                format!("UPDATE app.documents SET ingested_at = '2025-11-02 01:30:00' WHERE doc_id = '{first}'"),
+            ),
+        };
+        let stored = app.column(&query);
+        let expected = match layout {
+            Layout::SeedSqlite => "2025-01-16 22:30:33.339385",
+            Layout::OtherPostgres => "2025-01-16 22:30:33.339385",
+            // An instant: shown in the session's zone (the test server runs in UTC).
+            Layout::SeedPostgres => "2025-01-17 03:30:33.339385+00",
+        };
+        assert_eq!(stored, vec![expected.to_owned()]);
+        // 01:30 on 2025-11-02 happens twice in New York; the later is 06:30Z (EST).
+        app.sql(&edit);
+        let text = backup_text(&app, "edited.json");
+        let instant = match layout {
+            Layout::SeedPostgres => "\"created_at\": \"2025-11-02T01:30:00Z\"",
+            _ => "\"created_at\": \"2025-11-02T06:30:00Z\"",
+        };
+        assert!(text.contains(instant), "{instant} missing");
+        if layout == Layout::OtherPostgres {
+            // PostgreSQL's own reading of the same wall-clock time (which orders the backup)
+            // is the same instant.
+            let server = app.column(&format!(
+                "SELECT (timezone('America/New_York', ingested_at) AT TIME ZONE 'UTC')::text FROM app.documents WHERE doc_id = '{first}'"
+            ));
+            assert_eq!(server, vec!["2025-11-02 06:30:00".to_owned()]);
+        }
+        // An unknown zone is refused by name before anything is read.
+        let config = std::fs::read_to_string(app.path("goldset.toml")).unwrap();
+        std::fs::write(app.path("goldset.toml"), config.replace("America/New_York", "Mars/Olympus")).unwrap();
+        let refused = app.run(&["status"]);
+        assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+        assert!(stderr(&refused).contains("\"Mars/Olympus\" is not a time zone"), "{}", stderr(&refused));
     }
 }

@@ -65,9 +65,10 @@ store_test! {
         let spec = format!("local:{}", dir.display());
         let ws = Workspace::on(backend);
         let file = small_dataset(&ws);
+        // Bulk loads, which rewrite every chunk: the cache is what spares the model.
         let restore = |extra: &[&str]| {
             let mut args = vec!["--embedder", &spec, "--format", "json", "restore"];
-            args.extend_from_slice(&["--replace", "--file", &file]);
+            args.extend_from_slice(&["--replace", "--bulk", "--file", &file]);
             args.extend_from_slice(extra);
             summary(&ws.ok(&args))
         };
@@ -85,6 +86,16 @@ store_test! {
         assert_eq!(
             (count(&again, "embedded"), count(&again, "from_cache")),
             (0, 20),
+            "{backend:?}"
+        );
+        assert_eq!(ws.embeddings(), vectors, "{backend:?}");
+        // Applying the difference (the default --replace here) needs neither: nothing changed.
+        let unchanged = summary(&ws.ok(&[
+            "--embedder", &spec, "--format", "json", "restore", "--replace", "--file", &file,
+        ]));
+        assert_eq!(
+            (count(&unchanged, "embedded"), count(&unchanged, "from_cache")),
+            (0, 0),
             "{backend:?}"
         );
         assert_eq!(ws.embeddings(), vectors, "{backend:?}");

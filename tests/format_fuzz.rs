@@ -148,9 +148,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 }
 
 proptest! {
-    // A fixed budget that runs in CI in seconds (5,000 cases found nothing either); an input
-    // that ever fails is kept as a file in tests/fixtures/fuzz/ (run by the test below).
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed budget that runs in CI in seconds (5,000 cases found nothing either). An input
+    // that fails is written to tests/fixtures/fuzz/failed-last.json (overwritten while proptest
+    // shrinks it, so the smallest failing input stays): the corpus test below then fails on it
+    // until the defect is fixed and the file renamed into the corpus.
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn mutated_backups_never_panic_and_what_is_accepted_writes_back(
         mutations in prop::collection::vec(mutation(), 1..6)
@@ -159,15 +161,31 @@ proptest! {
         for m in &mutations {
             mutate(&mut bytes, m);
         }
-        if let Err(e) = holds(&bytes) {
-            return Err(TestCaseError::fail(e));
+        let outcome = std::panic::catch_unwind(|| holds(&bytes))
+            .unwrap_or_else(|_| Err("panicked".into()));
+        if let Err(e) = outcome {
+            let kept = corpus().join("failed-last.json");
+            std::fs::write(&kept, &bytes).unwrap();
+            return Err(TestCaseError::fail(format!("{e} (input kept in {})", kept.display())));
         }
     }
 }
 
+/// Cases per run: 400 in CI, more with `GOLDSET_FUZZ_CASES` (a longer run by hand).
+fn cases() -> u32 {
+    std::env::var("GOLDSET_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400)
+}
+
+fn corpus() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz")
+}
+
 #[test]
 fn fuzz_corpus_stays_fixed() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let dir = corpus();
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

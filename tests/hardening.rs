@@ -322,6 +322,11 @@ fn a_full_disk_changes_nothing_and_leaves_nothing() {
     let out = with_file_size_limit(&ws, db_size / 1024 + 64, &["restore", "--file", "big.json"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
+        stderr(&out).contains("is the disk full, or a file-size limit reached?"),
+        "SQLite's \"disk I/O error\" comes with its likely cause: {}",
+        stderr(&out)
+    );
+    assert!(
         !ws.path("golden.db-journal").exists(),
         "a hot journal was left"
     );

@@ -154,6 +154,7 @@ store_test! {
         let dry = json(&ws.ok(&[
             "restore",
             "--replace",
+            "--bulk",
             "--dry-run",
             "--format",
             "json",
@@ -177,7 +178,7 @@ store_test! {
         let status = json(&ws.ok(&["status", "--format", "json"]));
         assert_eq!(status["inventory"]["analyses_by_status"]["in_progress"], 1);
 
-        let text = ws.ok(&["restore", "--replace", "--file", sample().to_str().unwrap()]);
+        let text = ws.ok(&["restore", "--replace", "--bulk", "--file", sample().to_str().unwrap()]);
         assert!(
             text.contains("replaced 25 analyses (24 completed, 1 in_progress)"),
             "{text}"
@@ -236,5 +237,82 @@ store_test! {
             Some(1),
             "the default model is another one"
         );
+    }
+}
+
+store_test! {
+    /// `--replace` on goldset's own tables, when every stored chunk was embedded by this model,
+    /// applies only the difference: unchanged rows keep their row and vector, an edited chunk is
+    /// rewritten and embedded again, reordered chunks are renumbered in place keeping their
+    /// vectors, and an analysis the file lacks is deleted (whatever its status). `--bulk`
+    /// deletes and loads everything instead; both end with the file's content.
+    fn replace_on_own_tables_applies_only_the_difference(backend) {
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        let rows = || {
+            ws.rows(
+                "SELECT id, CAST(rowid AS TEXT), hex(embedding) FROM chunks ORDER BY id",
+                "SELECT id::text, ctid::text, embedding::text FROM chunks ORDER BY id",
+            )
+        };
+        let before = rows();
+        let mut doc = json(&std::fs::read_to_string(sample()).unwrap());
+        let analyses = doc["analyses"].as_array_mut().unwrap();
+        let edited_chunk = analyses[0]["chunks"][1]["id"].as_str().unwrap().to_owned();
+        analyses[0]["chunks"][1]["content"] = "A revised text for this chunk.".into();
+        let chunks = analyses[1]["chunks"].as_array_mut().unwrap();
+        chunks.reverse();
+        for (i, chunk) in chunks.iter_mut().enumerate() {
+            chunk["chunk_index"] = i.into();
+        }
+        let moved: Vec<String> = chunks.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+        let gone = analyses.remove(2);
+        let gone_chunks = gone["chunks"].as_array().unwrap().len() as u64;
+        let metadata = &mut doc["metadata"];
+        metadata["total_analyses"] = (metadata["total_analyses"].as_u64().unwrap() - 1).into();
+        metadata["total_chunks"] = (metadata["total_chunks"].as_u64().unwrap() - gone_chunks).into();
+        metadata["total_artifacts"] = (metadata["total_artifacts"].as_u64().unwrap()
+            - u64::from(!gone["artifact"].is_null()))
+        .into();
+        std::fs::write(ws.path("edited.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        // An analysis of another status, which the file does not hold, goes too (unlike on an
+        // application's tables): the database ends up holding exactly the file.
+        let mut wip = json(&std::fs::read_to_string(python_fixture("python_tiny_backup.json")).unwrap());
+        wip["analyses"][0]["status"] = "in_progress".into();
+        std::fs::write(ws.path("wip.json"), serde_json::to_string_pretty(&wip).unwrap()).unwrap();
+        ws.ok(&["restore", "-q", "--file", "wip.json"]);
+
+        let out = ws.ok(&["restore", "--replace", "--file", "edited.json"]);
+        assert!(
+            out.contains("only the difference: 17 analyses unchanged, 2 changed"),
+            "{out}"
+        );
+        assert!(out.contains("deleted 6 analyses"), "{out}");
+        let after = rows();
+        let find = |all: &[String], id: &str| all.iter().find(|r| r.starts_with(id)).cloned();
+        for row in &before {
+            let id = row.split('|').next().unwrap();
+            let now = find(&after, id);
+            if gone["chunks"].as_array().unwrap().iter().any(|c| c["id"] == id) {
+                assert_eq!(now, None, "{id} was deleted");
+            } else if id == edited_chunk {
+                let now = now.unwrap();
+                assert_ne!(now.rsplit('|').next(), row.rsplit('|').next(), "{id} re-embedded");
+            } else if moved.iter().any(|m| m == id) {
+                let now = now.unwrap();
+                assert_eq!(now.rsplit('|').next(), row.rsplit('|').next(), "{id} kept its vector");
+            } else {
+                assert_eq!(now.as_ref(), Some(row), "{id}: same row, same vector");
+            }
+        }
+        // verify compares every record of the file with the database's.
+        ws.ok(&["verify", "--file", "edited.json"]);
+        let by_difference = ws.fingerprint();
+
+        // The same restore in bulk ends in the same database.
+        ws.load(&sample());
+        let out = ws.ok(&["restore", "--replace", "--bulk", "--file", "edited.json"]);
+        assert!(out.contains("replaced 20 analyses"), "{out}");
+        assert_eq!(ws.fingerprint(), by_difference);
     }
 }

@@ -182,6 +182,7 @@ fn round_trip(store: &mut dyn Store, mut analyses: Vec<Analysis>) -> Result<(), 
         batch_chunks: 3,
         use_cache: true,
         allow_cascade: false,
+        in_bulk: false,
     };
     let summary = restore(store, &HashEmbedder::new(16), &options, &NoProgress).unwrap();
     prop_assert_eq!(summary.restored, counts);

@@ -24,6 +24,12 @@ pub struct RestoreArgs {
     /// restore is refused, naming the tables and rows, and nothing changes.
     #[arg(long)]
     allow_cascade: bool,
+    /// With --replace on goldset's own tables: delete everything and load in bulk (indexes
+    /// rebuilt) instead of applying only the difference. The difference is the default where
+    /// every stored chunk was embedded by this embedder's model; a bulk load is faster when most
+    /// of the file differs from the database.
+    #[arg(long, requires = "replace")]
+    bulk: bool,
     /// For an additive restore, what to do with ids that already exist.
     #[arg(long, value_enum, default_value_t = ConflictArg::Fail)]
     on_conflict: ConflictArg,
@@ -74,6 +80,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
         batch_chunks: args.batch_chunks,
         use_cache: args.cache.use_cache(),
         allow_cascade: args.allow_cascade,
+        in_bulk: args.bulk,
     };
     let create = if args.dry_run {
         Create::No

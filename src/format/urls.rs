@@ -59,11 +59,24 @@ impl UrlPolicy {
         if host.is_empty() {
             return Some("has no host".into());
         }
+        let within = |host: &str, denied: &str| {
+            host == denied
+                || host
+                    .strip_suffix(denied)
+                    .is_some_and(|rest| rest.ends_with('.'))
+        };
+        let (unicode, _) = idna::domain_to_unicode(&host);
+        let look = skeleton(&unicode);
         for denied in &self.deny_hosts {
             let denied = denied.trim_end_matches('.').to_ascii_lowercase();
-            if host == denied || host.ends_with(&format!(".{denied}")) {
+            if within(&host, &denied) {
                 return Some(format!(
                     "host {host} is a placeholder (deny list: {denied})"
+                ));
+            }
+            if within(&look, &skeleton(&denied)) {
+                return Some(format!(
+                    "host {unicode} ({host}) looks like {denied}, a placeholder, spelled with look-alike characters"
                 ));
             }
         }
@@ -78,6 +91,16 @@ impl UrlPolicy {
         }
         None
     }
+}
+
+/// The TR39 confusable skeleton of a host (`exаmple.com` with a Cyrillic `а` and `example.com`
+/// have the same one), lower-cased.
+fn skeleton(host: &str) -> String {
+    // Lower-cased after: IDNA keeps some scripts' capitals (Cherokee), whose skeletons are
+    // Latin capitals.
+    unicode_security::skeleton(host)
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// `text` with `%XX` escapes decoded (invalid UTF-8 replaced), for matching words.
@@ -145,14 +168,29 @@ mod tests {
             "https://docs.example.org.:443/a",
             "https://site.org/place%68older",
             "https://[::1/",
+            // Look-alike letters from other scripts: Cyrillic а and о, Greek ο, a Cherokee Ꭼ.
+            "https://ex\u{430}mple.com/a",
+            "https://docs.ex\u{430}mple.org/a",
+            "https://l\u{43e}calhost/",
+            "https://l\u{3bf}calhost/",
+            "https://\u{13ac}xample.net/",
+            "https://xn--exmple-4nf.com/a",
         ] {
             assert!(p.check(bad).is_some(), "{bad} should be refused");
         }
+        let why = p.check("https://ex\u{430}mple.com/a").unwrap();
+        assert!(
+            why.contains("look-alike") && why.contains("example.com"),
+            "{why}"
+        );
         for good in [
             "https://docs.python.org/3/",
             "http://10.1.2.3/x",
             "https://münchen.de/",
             "https://site.org/a%20b",
+            "https://пример.рф/",
+            "https://examples.com/",
+            "https://example.com.au.evil.org/",
         ] {
             assert_eq!(p.check(good), None, "{good}");
         }

@@ -378,9 +378,9 @@ fn find_layout(
     if artifacts.is_none() {
         notes.push("no artifacts table: analyses are backed up without artifacts".into());
     }
-    if timestamps == TimeEncoding::Timestamp {
+    if matches!(timestamps, TimeEncoding::Timestamp | TimeEncoding::Text) {
         notes.push(format!(
-            "{}.{} has no time zone: goldset reads and writes it as UTC",
+            "{}.{} has no time zone: goldset reads and writes it as UTC; if the application keeps local time there, add time_zone = \"<IANA name, e.g. Europe/Berlin>\" to [mapping]",
             analyses.table, analyses.created_at
         ));
     }
@@ -398,6 +398,7 @@ fn find_layout(
     Some(Layout {
         ids,
         timestamps,
+        time_zone: Default::default(),
         embedding,
         goldset_schema: None,
         analyses,

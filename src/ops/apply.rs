@@ -22,7 +22,8 @@ pub struct DifferenceTally {
     pub changed: u64,
     /// Chunks rewritten within changed analyses.
     pub chunks_rewritten: u64,
-    /// Chunks whose stored embedding was kept although their row was rewritten (same text).
+    /// Rewritten chunks that kept their stored embedding (same text: moved, or another field
+    /// changed).
     pub vectors_kept: u64,
     /// Rewritten chunks the model embedded.
     pub embedded: u64,
@@ -60,13 +61,15 @@ fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
     let mut remove_chunks = Vec::new();
     let mut add_chunks = Vec::new();
     let mut update_chunks = Vec::new();
+    let mut moved_chunks = Vec::new();
     for (i, chunk) in new.chunks.iter().enumerate() {
         match stored.get(&chunk.id) {
             Some(&before) if before == chunk => {}
-            Some(&before) if before.chunk_index == chunk.chunk_index => update_chunks.push(i),
-            Some(_) => {
-                remove_chunks.push(chunk.id);
-                add_chunks.push(i);
+            Some(&before) => {
+                if before.chunk_index != chunk.chunk_index {
+                    moved_chunks.push(i);
+                }
+                update_chunks.push(i);
             }
             None => add_chunks.push(i),
         }
@@ -95,8 +98,20 @@ fn patch<'a>(old: &Analysis, new: &'a Analysis) -> Option<Patch<'a>> {
         remove_chunks,
         add_chunks,
         update_chunks,
+        moved_chunks,
         artifact,
     })
+}
+
+/// How a replace by difference treats stored rows goldset cannot read back (a time outside
+/// 0001–9999, JSON of the wrong shape, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    /// Refuse, naming the row (an application's tables: its rows are its own to repair).
+    Refuse,
+    /// Delete the batch's stored analyses and insert the file's whole (goldset's own tables,
+    /// where `--replace` is how a damaged row is repaired, as a bulk load would).
+    Rewrite,
 }
 
 /// Applies the batch's differences; returns the analyses that are not stored yet (to insert
@@ -105,16 +120,25 @@ pub(crate) fn apply_batch(
     tx: &mut dyn WriteTransaction,
     embedder: &dyn Embedder,
     batch: Vec<Analysis>,
-    use_cache: bool,
-    dry_run: bool,
+    (use_cache, dry_run, unreadable): (bool, bool, Unreadable),
     tally: &mut DifferenceTally,
 ) -> Result<Vec<Analysis>, OpError> {
     let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
-    let stored: HashMap<Uuid, Analysis> = tx
-        .analyses_by_id(&ids)?
-        .into_iter()
-        .map(|a| (a.id, a))
-        .collect();
+    let stored = match tx.analyses_by_id(&ids) {
+        Err(e @ crate::store::StoreError::BadRow { .. }) if unreadable == Unreadable::Rewrite => {
+            tracing::warn!("{e}: the batch's stored analyses are replaced whole");
+            let existing: Vec<Uuid> = tx
+                .existing(&batch)?
+                .iter()
+                .filter(|e| e.kind == crate::store::RecordKind::Analysis)
+                .map(|e| e.id)
+                .collect();
+            tx.delete_analyses(&existing)?;
+            return Ok(batch);
+        }
+        stored => stored?,
+    };
+    let stored: HashMap<Uuid, Analysis> = stored.into_iter().map(|a| (a.id, a)).collect();
     let mut new = Vec::new();
     for analysis in &batch {
         let Some(old) = stored.get(&analysis.id) else {
@@ -141,9 +165,9 @@ pub(crate) fn apply_batch(
     Ok(new)
 }
 
-/// The vectors the patch needs, by chunk id: for every added chunk and every updated chunk whose
-/// text changed — the stored one where an added chunk keeps its text (and the current model made
-/// it), else from the cache or the model.
+/// The vectors the patch needs, by chunk id: one for every added chunk and every updated chunk
+/// whose text changed, from the cache or the model. An updated chunk with the same text (moved,
+/// or another field changed) keeps its stored vector.
 fn vectors_for(
     tx: &mut dyn WriteTransaction,
     embedder: &dyn Embedder,
@@ -153,28 +177,21 @@ fn vectors_for(
     tally: &mut DifferenceTally,
 ) -> Result<HashMap<Uuid, Vec<f32>>, OpError> {
     let chunks = &patch.analysis.chunks;
-    let old_text = |id: Uuid| old.chunks.iter().find(|o| o.id == id).map(|o| &o.content);
-    let added: Vec<&Chunk> = patch.add_chunks.iter().map(|&i| &chunks[i]).collect();
-    let retexted = patch
+    let old_text: HashMap<Uuid, &str> = old
+        .chunks
+        .iter()
+        .map(|c| (c.id, c.content.as_str()))
+        .collect();
+    let (retexted, same_text): (Vec<&Chunk>, Vec<&Chunk>) = patch
         .update_chunks
         .iter()
         .map(|&i| &chunks[i])
-        .filter(|c| old_text(c.id) != Some(&c.content));
-    let same_text: Vec<Uuid> = added
+        .partition(|c| old_text.get(&c.id) != Some(&c.content.as_str()));
+    tally.vectors_kept += same_text.len() as u64;
+    let missing: Vec<&Chunk> = patch
+        .add_chunks
         .iter()
-        .filter(|c| old_text(c.id) == Some(&c.content))
-        .map(|c| c.id)
-        .collect();
-    let mut vectors = if same_text.is_empty() {
-        HashMap::new()
-    } else {
-        tx.chunk_vectors(&same_text, embedder.model_id(), embedder.dimension())?
-    };
-    tally.vectors_kept += vectors.len() as u64;
-    let missing: Vec<&Chunk> = added
-        .iter()
-        .copied()
-        .filter(|c| !vectors.contains_key(&c.id))
+        .map(|&i| &chunks[i])
         .chain(retexted)
         .collect();
     let texts: Vec<&str> = missing.iter().map(|c| c.content.as_str()).collect();
@@ -183,8 +200,7 @@ fn vectors_for(
     embedding::remember(tx, embedder, &lookup.digests, &computed, &fresh)?;
     tally.embedded += fresh.len() as u64;
     tally.from_cache += (texts.len() - fresh.len()) as u64;
-    vectors.extend(missing.iter().map(|c| c.id).zip(computed));
-    Ok(vectors)
+    Ok(missing.iter().map(|c| c.id).zip(computed).collect())
 }
 
 #[cfg(test)]
@@ -247,16 +263,16 @@ mod tests {
     }
 
     #[test]
-    fn a_moved_chunk_is_removed_and_added() {
+    fn moved_chunks_are_renumbered_in_place() {
         let old = analysis();
         let mut new = analysis();
         new.chunks.swap(0, 1);
         new.chunks[0].chunk_index = 0;
         new.chunks[1].chunk_index = 1;
         let p = patch(&old, &new).unwrap();
-        assert_eq!(p.add_chunks, vec![0, 1]);
-        assert_eq!(p.remove_chunks.len(), 2);
-        assert!(p.update_chunks.is_empty());
+        assert!(p.add_chunks.is_empty() && p.remove_chunks.is_empty());
+        assert_eq!(p.update_chunks, vec![0, 1]);
+        assert_eq!(p.moved_chunks, vec![0, 1]);
     }
 
     #[test]

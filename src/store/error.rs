@@ -23,7 +23,7 @@ pub enum StoreError {
         reason: String,
     },
     /// SQLite reported an error.
-    #[error("sqlite: {0}")]
+    #[error("sqlite: {}", describe_sqlite(.0))]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL reported an error (connection parameters are never part of the message).
     #[cfg(feature = "postgres")]
@@ -127,3 +127,15 @@ pub(crate) fn json_problem<E: std::fmt::Display>(e: &serde_path_to_error::Error<
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// SQLite's message, with the likely cause where its own words ("disk I/O error") hide it: a
+/// write that failed for space (`ENOSPC` is reported as "database or disk is full", but a
+/// file-size limit, `EFBIG`, as an I/O error).
+fn describe_sqlite(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::SystemIoFailure) => format!(
+            "{e} (reading or writing the database file failed: is the disk full, or a file-size limit reached?)"
+        ),
+        _ => e.to_string(),
+    }
+}

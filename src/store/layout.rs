@@ -10,6 +10,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::timestamp::Timestamp;
+pub use crate::timestamp::WallClock;
+
 /// How an id column holds a UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,9 +60,11 @@ pub fn canonical(text: &str, id: &uuid::Uuid, encoding: IdEncoding) -> Result<()
 pub enum TimeEncoding {
     /// PostgreSQL `timestamptz`.
     Timestamptz,
-    /// PostgreSQL `timestamp` without time zone, in UTC.
+    /// PostgreSQL `timestamp` without time zone: wall-clock time in the mapping's `time_zone`
+    /// (UTC unless it says otherwise).
     Timestamp,
-    /// Text: `YYYY-MM-DD HH:MM:SS[.ffffff]`, UTC when it has no offset (SQLAlchemy on SQLite).
+    /// Text: `YYYY-MM-DD HH:MM:SS[.ffffff]` (SQLAlchemy on SQLite); without an offset, a
+    /// wall-clock time in the mapping's `time_zone` (UTC unless it says otherwise).
     Text,
     /// An integer of microseconds since the Unix epoch (goldset's own SQLite schema).
     Micros,
@@ -182,6 +187,10 @@ pub struct Layout {
     pub ids: IdEncoding,
     /// How `created_at` is stored.
     pub timestamps: TimeEncoding,
+    /// The time zone of wall-clock times in a column without offsets (`timestamp`, naive
+    /// text): an IANA name; UTC when absent.
+    #[serde(default, skip_serializing_if = "WallClock::is_utc")]
+    pub time_zone: WallClock,
     /// How embeddings are stored.
     pub embedding: EmbeddingEncoding,
     /// PostgreSQL schema for goldset's own bookkeeping beside an application's tables (the
@@ -235,6 +244,7 @@ impl Layout {
             } else {
                 TimeEncoding::Micros
             },
+            time_zone: WallClock::utc(),
             embedding: if schema.is_some() {
                 EmbeddingEncoding::Vector
             } else {
@@ -274,6 +284,18 @@ impl Layout {
             status: BTreeMap::new(),
             fill: BTreeMap::new(),
             owned: true,
+        }
+    }
+
+    /// Instant `t` as text for the time column: RFC 3339 where the column keeps instants,
+    /// else the wall-clock time in the mapping's zone (`YYYY-MM-DD HH:MM:SS.ffffff`, what
+    /// SQLAlchemy writes for a naive datetime).
+    pub fn time_text(&self, t: Timestamp) -> String {
+        match self.timestamps {
+            TimeEncoding::Timestamptz | TimeEncoding::Micros => t.to_string(),
+            TimeEncoding::Timestamp | TimeEncoding::Text => {
+                self.time_zone.wall_of(t).naive_utc_text()
+            }
         }
     }
 

@@ -271,6 +271,13 @@ pub trait Store: Send {
     fn snapshot(&mut self) -> Result<Box<dyn ReadSnapshot + '_>>;
     /// Opens a write transaction. Dropping it without [`WriteTransaction::commit`] rolls back.
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>>;
+    /// Begins a write transaction that writes row by row, for a replace by difference
+    /// ([`WriteTransaction::replaces_by_difference`] is then true): on an application's tables
+    /// the same as [`Store::begin`]; on goldset's own, the row-level writer over
+    /// [`layout::Layout::own`] instead of the bulk one.
+    fn begin_row_level(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        self.begin()
+    }
     /// Writes a native snapshot (schema, data and embeddings) to `target`, with the database's
     /// own tools: SQLite's online backup API, or `pg_dump --format=custom`.
     fn native_dump(&mut self, target: &Path, tools: &NativeTools) -> Result<NativeSnapshot>;
@@ -323,15 +330,19 @@ pub struct Patch<'a> {
     pub row: bool,
     /// Its findings differ (where they are rows of their own).
     pub findings: bool,
-    /// Stored chunks to delete (gone, or moved to another position: those come back in
-    /// `add_chunks`).
+    /// Stored chunks to delete (gone from the file).
     pub remove_chunks: Vec<Uuid>,
     /// Positions in `analysis.chunks` of the chunks to insert.
     pub add_chunks: Vec<usize>,
-    /// Positions in `analysis.chunks` of stored chunks to update in place (same id and
-    /// position, other fields changed): the row stays, and so do rows of other tables that
-    /// reference it; its embedding changes only when a vector is given for it.
+    /// Positions in `analysis.chunks` of stored chunks to update in place (same id, other
+    /// fields changed, its position perhaps among them): the row stays, and so do rows of
+    /// other tables that reference it; its embedding changes only when a vector is given for
+    /// it.
     pub update_chunks: Vec<usize>,
+    /// Those of `update_chunks` whose position changes. The store first moves them past every
+    /// position the analysis has before and after, then inserts `add_chunks`, then gives them
+    /// their new positions, so that a unique (analysis, position) key holds at every step.
+    pub moved_chunks: Vec<usize>,
     /// Its artifact differs (the stored one goes, the file's, if any, comes).
     pub artifact: bool,
 }
@@ -351,15 +362,6 @@ pub trait WriteTransaction {
             "this store does not apply differences".into(),
         ))
     }
-    /// The stored vectors of these chunks that `model` made with `dimension` values.
-    fn chunk_vectors(
-        &mut self,
-        _ids: &[Uuid],
-        _model: &str,
-        _dimension: usize,
-    ) -> Result<std::collections::HashMap<Uuid, Vec<f32>>> {
-        Ok(Default::default())
-    }
     /// Applies one analysis's change; `vectors` (made by `model`) holds one vector per added
     /// chunk and per updated chunk whose text changed, by chunk id.
     fn apply_patch(
@@ -372,11 +374,15 @@ pub trait WriteTransaction {
             "this store does not apply differences".into(),
         ))
     }
-    /// Deletes every analysis (with its children) whose status is one of `statuses` (goldset's
-    /// words) and whose id is not in `keep` (sorted); returns what went. Analyses of other
-    /// statuses — an application's queued or running work, which a backup of completed
-    /// analyses never held — are left alone.
-    fn delete_analyses_except(&mut self, _keep: &[Uuid], _statuses: &[String]) -> Result<Counts> {
+    /// Deletes every analysis (with its children) whose id is not in `keep` (sorted) and whose
+    /// status is one of `statuses` (goldset's words; `None`: any); returns what went. On an
+    /// application's tables, analyses of other statuses — its queued or running work, which a
+    /// backup of completed analyses never held — are left alone.
+    fn delete_analyses_except(
+        &mut self,
+        _keep: &[Uuid],
+        _statuses: Option<&[String]>,
+    ) -> Result<Counts> {
         Err(StoreError::Refused(
             "this store does not apply differences".into(),
         ))

@@ -4,7 +4,7 @@
 
 mod stages;
 
-use super::apply::DifferenceTally;
+use super::apply::{DifferenceTally, Unreadable};
 use super::embedding::Lookup;
 use super::{OpError, Progress, Unit};
 use crate::embed::Embedder;
@@ -60,6 +60,9 @@ pub struct RestoreOptions {
     /// (their foreign keys then cascade or set null, as the application declared). Without it,
     /// such a restore is refused and nothing changes.
     pub allow_cascade: bool,
+    /// `--replace` on goldset's own tables: delete everything and load in bulk even where
+    /// applying the difference would do (see [`difference_pays`]).
+    pub in_bulk: bool,
 }
 
 /// What a restore did (or, with `dry_run`, would do).
@@ -124,8 +127,16 @@ pub fn restore(
     let bytes = file.metadata().map_err(OpError::io(path))?.len();
     let metadata_file = metadata_file_state(path, options.metadata_file.as_deref());
 
-    let mut tx = store.begin()?;
-    let plan = Plan::make(&mut *tx, embedder, options)?;
+    let owned = store.layout().owned;
+    let row_level =
+        options.replace && !options.in_bulk && owned && difference_pays(store, embedder)?;
+    let mut tx = if row_level {
+        store.begin_row_level()?
+    } else {
+        store.begin()?
+    };
+    let mut plan = Plan::make(&mut *tx, embedder, options)?;
+    plan.any_status = owned;
     progress.start("restore", bytes, Unit::Bytes);
     let counting_chunks = AtomicBool::new(false);
     let mut writer = Writer {
@@ -141,6 +152,11 @@ pub fn restore(
         difference: plan.by_difference.then(DifferenceTally::default),
         seen: Vec::new(),
         statuses: Default::default(),
+        unreadable: if plan.any_status {
+            Unreadable::Rewrite
+        } else {
+            Unreadable::Refuse
+        },
     };
     let (validator, read, written) = run_stages(&mut writer, file, plan.stream, &counting_chunks);
     progress.finish();
@@ -192,6 +208,25 @@ pub fn restore(
     })
 }
 
+/// Whether a `--replace` on goldset's own tables should apply only the difference (row by
+/// row, like on an application's tables) rather than delete everything and load in bulk: when
+/// the database already holds chunks, every one embedded by this embedder's model. Then a file
+/// that is mostly what the database holds costs a read of the database and the change, where a
+/// bulk load rewrites every row and rebuilds every index. A model change re-embeds every chunk
+/// anyway, and an empty database has nothing to compare with: those load in bulk.
+fn difference_pays(store: &mut dyn Store, embedder: &dyn Embedder) -> Result<bool, OpError> {
+    let models = store.snapshot()?.embedding_models()?;
+    let pays = !models.is_empty()
+        && models
+            .iter()
+            .all(|m| m.model == embedder.model_id() && m.dimension == embedder.dimension());
+    tracing::debug!(
+        by_difference = pays,
+        "replace on goldset's own tables: stored embeddings {models:?}"
+    );
+    Ok(pays)
+}
+
 /// How a restore goes, decided once its transaction is open.
 struct Plan {
     /// `--replace` on a store that applies only the difference (an application's tables).
@@ -202,6 +237,9 @@ struct Plan {
     stream: bool,
     /// What a bulk `--replace` deleted first.
     removed: Option<Inventory>,
+    /// A replace by difference deletes analyses of any status the file lacks (goldset's own
+    /// tables), not only of the statuses the file holds (an application's).
+    any_status: bool,
 }
 
 impl Plan {
@@ -239,6 +277,7 @@ impl Plan {
                 && !by_difference
                 && !embedder.worth_caching(),
             removed,
+            any_status: false,
         })
     }
 }
@@ -371,7 +410,8 @@ fn finish_difference(
     tally.from_cache += difference.from_cache;
     if !plan.empty_at_start {
         seen.sort_unstable();
-        difference.deleted = tx.delete_analyses_except(&seen, &statuses)?;
+        let statuses = (!plan.any_status).then_some(statuses.as_slice());
+        difference.deleted = tx.delete_analyses_except(&seen, statuses)?;
     }
     // Into empty tables every chunk was just embedded by this model: nothing can be stale.
     if !options.dry_run && !plan.empty_at_start {

@@ -146,6 +146,8 @@ pub(super) struct Writer<'t, 'o> {
     /// `--replace` by difference: the statuses the file holds (only analyses of these statuses
     /// are deleted when the file lacks them).
     pub(super) statuses: std::collections::BTreeSet<String>,
+    /// `--replace` by difference: what to do with a stored analysis goldset cannot read.
+    pub(super) unreadable: apply::Unreadable,
 }
 
 impl Writer<'_, '_> {
@@ -165,8 +167,11 @@ impl Writer<'_, '_> {
                         &mut *self.tx,
                         self.embedder,
                         batch,
-                        self.options.use_cache,
-                        self.options.dry_run,
+                        (
+                            self.options.use_cache,
+                            self.options.dry_run,
+                            self.unreadable,
+                        ),
                         tally,
                     )?
                 } else if self.options.replace || self.empty_at_start {

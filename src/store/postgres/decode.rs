@@ -7,7 +7,7 @@ use super::super::error::json_problem;
 use super::super::layout::{canonical, IdEncoding, Layout};
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Timestamp, WallClock};
 use postgres::types::{FromSql, Json, Type};
 use postgres::Row;
 use serde::de::DeserializeOwned;
@@ -84,11 +84,13 @@ pub(super) struct RowReader<'r> {
     /// How ids stored as text are written: any other form is refused, since goldset finds
     /// and deletes rows by that exact text.
     ids: IdEncoding,
+    /// The zone of wall-clock times in columns without offsets.
+    zone: &'r WallClock,
 }
 
 impl<'r> RowReader<'r> {
     /// A reader of `row`, whose column 0 is its id (or, for findings, its analysis).
-    pub(super) fn new(row: &'r Row, table: &'r str, ids: IdEncoding) -> Self {
+    pub(super) fn new(row: &'r Row, table: &'r str, layout: &'r Layout) -> Self {
         let id = match row.try_get::<_, Option<Uuid>>(0) {
             Ok(Some(id)) => id.to_string(),
             _ => row
@@ -101,7 +103,8 @@ impl<'r> RowReader<'r> {
             row,
             table,
             id,
-            ids,
+            ids: layout.ids,
+            zone: &layout.time_zone,
         }
     }
 
@@ -158,14 +161,29 @@ impl<'r> RowReader<'r> {
 
     /// Column `i`: an instant a backup can hold — `timestamptz`, `timestamp` (UTC), or text.
     pub(super) fn timestamp(&self, i: usize) -> Result<Timestamp> {
-        if matches!(self.type_of(i), Some(&Type::TIMESTAMPTZ | &Type::TIMESTAMP)) {
+        if self.type_of(i) == Some(&Type::TIMESTAMPTZ) {
             return self
                 .required::<PgMicros>(i)?
                 .timestamp()
                 .map_err(|reason| self.bad(i, reason));
         }
+        if self.type_of(i) == Some(&Type::TIMESTAMP) {
+            let wall = self
+                .required::<PgMicros>(i)?
+                .timestamp()
+                .map_err(|reason| self.bad(i, reason))?;
+            return self.zone.instant_of(wall).ok_or_else(|| {
+                self.bad(
+                    i,
+                    format!(
+                        "{wall} in {} is outside the years 0001–9999 a backup can hold",
+                        self.zone.name()
+                    ),
+                )
+            });
+        }
         let text: String = self.required(i)?;
-        let t = Timestamp::parse(&text).map_err(|e| self.bad(i, e))?;
+        let t = Timestamp::parse_in(&text, self.zone).map_err(|e| self.bad(i, e))?;
         Timestamp::checked_from_unix_micros(t.unix_micros())
             .ok_or_else(|| self.bad(i, "outside the years 0001–9999 a backup can hold"))
     }
@@ -194,7 +212,7 @@ impl<'r> RowReader<'r> {
 /// `id, url, content_type, status, created_at, findings` (findings NULL when they are rows of
 /// their own).
 pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
-    let r = RowReader::new(row, &layout.analyses.table, layout.ids);
+    let r = RowReader::new(row, &layout.analyses.table, layout);
     let status: String = r.required(3)?;
     Ok(Analysis {
         id: r.uuid(0)?,
@@ -214,7 +232,7 @@ pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
 /// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the
 /// chunk and the id of its analysis.
 pub(super) fn chunk(row: &Row, layout: &Layout) -> Result<(Uuid, Chunk)> {
-    let r = RowReader::new(row, &layout.chunks.table, layout.ids);
+    let r = RowReader::new(row, &layout.chunks.table, layout);
     Ok((
         r.uuid(1)?,
         Chunk {
@@ -234,7 +252,7 @@ pub(super) fn artifact(row: &Row, layout: &Layout) -> Result<(Uuid, Artifact)> {
         .artifacts
         .as_ref()
         .map_or("artifacts", |t| t.table.as_str());
-    let r = RowReader::new(row, table, layout.ids);
+    let r = RowReader::new(row, table, layout);
     Ok((
         r.uuid(1)?,
         Artifact {
@@ -253,7 +271,7 @@ pub(super) fn finding(row: &Row, layout: &Layout) -> Result<(Uuid, Finding)> {
         .findings
         .as_ref()
         .map_or("findings", |t| t.table.as_str());
-    let r = RowReader::new(row, table, layout.ids);
+    let r = RowReader::new(row, table, layout);
     Ok((
         r.uuid(0)?,
         Finding {

@@ -221,6 +221,22 @@ impl Store for PostgresStore {
         }))
     }
 
+    fn begin_row_level(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        if !self.layout.owned {
+            return self.begin();
+        }
+        // goldset's own tables through the mapping's row-level writer: every table of the
+        // catalog counts (the schema may be called `goldset` too).
+        let catalog = catalog::read(&mut self.client, "")?;
+        self.acquire_restore_lock()?;
+        Ok(Box::new(adopted::AdoptedWrite::begin(
+            &mut self.client,
+            &self.names,
+            &self.layout,
+            catalog,
+        )?))
+    }
+
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
         if !self.layout.owned {
             let catalog = self.catalog()?;

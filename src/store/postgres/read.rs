@@ -42,11 +42,20 @@ impl Reading<'_> {
         }
     }
 
-    /// `created_at` as an instant that orders correctly (text is cast; the session is UTC).
+    /// `created_at` as an instant that orders correctly: text is cast (the session is UTC),
+    /// wall-clock times of a mapping's `time_zone` are placed in it (as the decoder reads them).
     fn time_order(&self, alias: &str) -> String {
         let column = format!("{alias}.{}", q(&self.layout.analyses.created_at));
+        let zone = &self.layout.time_zone;
+        let in_zone =
+            |wall: &str| format!("timezone('{}', {wall})", zone.name().replace('\'', "''"));
         match self.layout.timestamps {
-            TimeEncoding::Text => format!("({column})::timestamptz"),
+            TimeEncoding::Text if zone.is_utc() => format!("({column})::timestamptz"),
+            TimeEncoding::Text => format!(
+                "(CASE WHEN {column} ~ '([zZ]|[+-][0-9][0-9]:[0-9][0-9])$' THEN ({column})::timestamptz ELSE {} END)",
+                in_zone(&format!("({column})::timestamp"))
+            ),
+            TimeEncoding::Timestamp if !zone.is_utc() => in_zone(&column),
             _ => column,
         }
     }

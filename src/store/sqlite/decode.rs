@@ -5,7 +5,7 @@ use super::super::error::json_problem;
 use super::super::layout::{canonical, IdEncoding, Layout};
 use super::super::{Result, StoreError};
 use crate::model::{Analysis, Artifact, Chunk, Finding};
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Timestamp, WallClock};
 use rusqlite::types::{FromSql, ValueRef};
 use rusqlite::Row;
 use serde::de::DeserializeOwned;
@@ -22,10 +22,12 @@ pub(super) struct RowReader<'a, 'r> {
     /// How ids are written: any other form is refused, since goldset finds and deletes rows
     /// by that exact text.
     ids: IdEncoding,
+    /// The zone of wall-clock times in columns without offsets.
+    zone: &'a WallClock,
 }
 
 impl<'a, 'r> RowReader<'a, 'r> {
-    pub(super) fn new(row: &'a Row<'r>, table: &'a str, ids: IdEncoding) -> Self {
+    pub(super) fn new(row: &'a Row<'r>, table: &'a str, layout: &'a Layout) -> Self {
         let id = match row.get_ref(0) {
             Ok(value) => match value.as_str() {
                 Ok(text) => text.to_owned(),
@@ -37,7 +39,8 @@ impl<'a, 'r> RowReader<'a, 'r> {
             row,
             table,
             id,
-            ids,
+            ids: layout.ids,
+            zone: &layout.time_zone,
         }
     }
 
@@ -73,7 +76,7 @@ impl<'a, 'r> RowReader<'a, 'r> {
             ValueRef::Integer(micros) => micros,
             ValueRef::Text(bytes) => {
                 let text = String::from_utf8_lossy(bytes);
-                Timestamp::parse(&text)
+                Timestamp::parse_in(&text, self.zone)
                     .map_err(|e| self.bad(i, e))?
                     .unix_micros()
             }
@@ -118,7 +121,7 @@ pub(super) fn uuid_text(row: &Row, i: usize) -> Result<Uuid> {
 /// `id, url, content_type, status, created_at, findings` (findings NULL when they are rows of
 /// their own).
 pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
-    let r = RowReader::new(row, &layout.analyses.table, layout.ids);
+    let r = RowReader::new(row, &layout.analyses.table, layout);
     let status: String = r.required(3)?;
     Ok(Analysis {
         id: r.uuid(0)?,
@@ -138,7 +141,7 @@ pub(super) fn analysis(row: &Row, layout: &Layout) -> Result<Analysis> {
 /// `id, analysis_id, chunk_index, content, section_title, section_path, content_type`: the id
 /// text of its analysis, and the chunk.
 pub(super) fn chunk(row: &Row, layout: &Layout) -> Result<(String, Chunk)> {
-    let r = RowReader::new(row, &layout.chunks.table, layout.ids);
+    let r = RowReader::new(row, &layout.chunks.table, layout);
     Ok((
         r.required(1)?,
         Chunk {
@@ -159,7 +162,7 @@ pub(super) fn artifact(row: &Row, layout: &Layout) -> Result<(String, Artifact)>
         .artifacts
         .as_ref()
         .map_or("artifacts", |t| t.table.as_str());
-    let r = RowReader::new(row, table, layout.ids);
+    let r = RowReader::new(row, table, layout);
     Ok((
         r.required(1)?,
         Artifact {
@@ -178,7 +181,7 @@ pub(super) fn finding(row: &Row, layout: &Layout) -> Result<(String, Finding)> {
         .findings
         .as_ref()
         .map_or("findings", |t| t.table.as_str());
-    let r = RowReader::new(row, table, layout.ids);
+    let r = RowReader::new(row, table, layout);
     Ok((
         r.required(0)?,
         Finding {

@@ -253,6 +253,19 @@ impl Store for SqliteStore {
         Ok(Box::new(read::SqliteSnapshot { tx, reading }))
     }
 
+    fn begin_row_level(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        // On goldset's own tables too: the mapping's row-level writer over `Layout::own`.
+        let catalog = catalog::read(&self.conn)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(Box::new(adopted::AdoptedWrite::begin(
+            tx,
+            &self.layout,
+            catalog,
+        )?))
+    }
+
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
         if !self.layout.owned {
             let catalog = catalog::read(&self.conn)?;

@@ -42,7 +42,7 @@ impl Reading<'_> {
     }
 
     /// The model of chunk `c`'s embedding, and the join that provides it.
-    fn model(&self) -> (String, String) {
+    pub(super) fn model(&self) -> (String, String) {
         let c = &self.layout.chunks;
         match (&c.embedding_model, self.model_table) {
             (Some(column), _) => (format!("c.{}", q(column)), String::new()),

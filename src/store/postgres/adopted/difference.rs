@@ -2,10 +2,10 @@
 //! batch, whole; stored vectors kept for rewritten chunks; a patch applied in place; the
 //! analyses the file no longer has deleted.
 
-use super::rows::{parse_vector, vector_text, RecordRows};
+use super::rows::{vector_text, RecordRows};
 use super::AdoptedWrite;
 use crate::model::{Analysis, Chunk, Counts};
-use crate::store::layout::{quote_name as q, EmbeddingEncoding};
+use crate::store::layout::quote_name as q;
 use crate::store::postgres::decode;
 use crate::store::{Patch, Result, WriteTransaction};
 use postgres::types::ToSql;
@@ -24,6 +24,7 @@ impl AdoptedWrite<'_> {
         let l = self.layout;
         let c = &l.chunks;
         let mut sets: Vec<(&str, Option<String>)> = vec![
+            (&c.chunk_index, Some(chunk.chunk_index.to_string())),
             (&c.content, Some(chunk.content.clone())),
             (&c.content_type, Some(chunk.content_type.clone())),
         ];
@@ -205,43 +206,31 @@ impl AdoptedWrite<'_> {
         Ok(found)
     }
 
-    pub(super) fn stored_vectors(
-        &mut self,
-        ids: &[Uuid],
-        model: &str,
-        dimension: usize,
-    ) -> Result<HashMap<Uuid, Vec<f32>>> {
-        let l = self.layout;
-        let c = &l.chunks;
-        let reading = self.reading();
-        let (found_model, join) = reading.model();
-        let ids = self.ids(ids.iter().copied());
-        let vector = match l.embedding {
-            EmbeddingEncoding::F32Le => format!("encode(c.{}, 'hex')", q(&c.embedding)),
-            _ => format!("c.{}::text", q(&c.embedding)),
-        };
-        let rows = self.client.query(
-            &format!(
-                "SELECT c.{id}::text, {vector} FROM {table} c {join}
-                  WHERE c.{id} = ANY({ids}) AND {found_model} = $2 AND {dims} = $3",
-                id = q(&c.id),
-                table = q(&c.table),
-                ids = self.id_array(1, &c.table, &c.id),
-                dims = reading.dimension(),
-            ),
-            &[&ids, &model, &(dimension as i32)],
-        )?;
-        let mut found = HashMap::new();
-        for r in rows {
-            let (id, text): (String, Option<String>) = (r.get(0), r.get(1));
-            let (Ok(id), Some(text)) = (Uuid::try_parse(id.trim()), text) else {
-                continue;
-            };
-            if let Some(v) = parse_vector(&text, l.embedding) {
-                found.insert(id, v);
-            }
+    /// Moves the patch's moved chunks past every position their analysis has now or will
+    /// have (keeping their order), so that inserts and final positions never collide with
+    /// them. The subquery is evaluated once, before any row moves.
+    fn move_aside(&mut self, patch: &Patch<'_>) -> Result<()> {
+        if patch.moved_chunks.is_empty() {
+            return Ok(());
         }
-        Ok(found)
+        let c = &self.layout.chunks;
+        let a = patch.analysis;
+        let last = a.chunks.iter().map(|c| c.chunk_index).max().unwrap_or(0);
+        let moved = self.ids(patch.moved_chunks.iter().map(|&at| a.chunks[at].id));
+        let owner = self.layout.ids.text(&a.id);
+        let sql = format!(
+            "UPDATE {table} SET {index} = {index} + 1 + greatest($3::bigint,
+                 (SELECT coalesce(max({index}), 0) FROM {table} WHERE {owner_column} = $2::text::{owner_type}))
+              WHERE {id} = ANY({ids})",
+            table = q(&c.table),
+            index = q(&c.chunk_index),
+            owner_column = q(&c.analysis_id),
+            owner_type = self.type_of(&c.table, &c.analysis_id),
+            id = q(&c.id),
+            ids = self.id_array(1, &c.table, &c.id),
+        );
+        self.client.execute(&sql, &[&moved, &owner, &last])?;
+        Ok(())
     }
 
     pub(super) fn patch(
@@ -266,15 +255,18 @@ impl AdoptedWrite<'_> {
         if !patch.remove_chunks.is_empty() {
             let c = &l.chunks;
             let gone = self.ids(patch.remove_chunks.iter().copied());
-            self.client.execute(
-                &format!(
-                    "DELETE FROM {} WHERE chunk_id = ANY($1)",
-                    self.names.embeddings
-                ),
-                &[&gone],
-            )?;
+            if self.bookkeeping() {
+                self.client.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE chunk_id = ANY($1)",
+                        self.names.embeddings
+                    ),
+                    &[&gone],
+                )?;
+            }
             self.delete_where(&c.table, &c.id, Some(&gone))?;
         }
+        self.move_aside(patch)?;
         for &at in &patch.add_chunks {
             let chunk = &analysis.chunks[at];
             let vector = vectors.get(&chunk.id).map(|v| (model, v.as_slice()));
@@ -295,18 +287,25 @@ impl AdoptedWrite<'_> {
         Ok(())
     }
 
-    pub(super) fn delete_others(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+    pub(super) fn delete_others(
+        &mut self,
+        keep: &[Uuid],
+        statuses: Option<&[String]>,
+    ) -> Result<Counts> {
         let l = self.layout;
         let a = &l.analyses;
         let keep = self.ids(keep.iter().copied());
-        let statuses: Vec<String> = statuses
-            .iter()
-            .map(|s| l.status_to_store(s).to_owned())
-            .collect();
+        let statuses: Option<Vec<String>> = statuses.map(|words| {
+            words
+                .iter()
+                .map(|s| l.status_to_store(s).to_owned())
+                .collect()
+        });
         let rows = self.client.query(
             &format!(
                 "SELECT {id}::text FROM {table}
-                  WHERE ({status})::text = ANY($2) AND NOT ({id} = ANY({keep}))",
+                  WHERE ($2::text[] IS NULL OR ({status})::text = ANY($2))
+                    AND NOT ({id} = ANY({keep}))",
                 id = q(&a.id),
                 status = q(&a.status),
                 table = q(&a.table),
@@ -321,11 +320,39 @@ impl AdoptedWrite<'_> {
         if gone.is_empty() {
             return Ok(Counts::default());
         }
-        let mut counts = Counts::default();
-        for analysis in self.analyses_by_id(&gone)? {
-            counts.add(&analysis);
-        }
+        let counts = self.counts_of(&gone)?;
         self.delete_analyses(&gone)?;
         Ok(counts)
+    }
+
+    /// How many analyses, chunks and artifacts these analyses make, counted by the database
+    /// (nothing is decoded: a stored row goldset could not read still goes).
+    fn counts_of(&mut self, ids: &[Uuid]) -> Result<Counts> {
+        let l = self.layout;
+        let ids = self.ids(ids.iter().copied());
+        let c = &l.chunks;
+        let artifacts = match &l.artifacts {
+            Some(r) => format!(
+                "(SELECT count(*) FROM {} WHERE {} = ANY({}))",
+                q(&r.table),
+                q(&r.analysis_id),
+                self.id_array(1, &r.table, &r.analysis_id)
+            ),
+            None => "0::bigint".into(),
+        };
+        let row = self.client.query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {} WHERE {} = ANY({})), {artifacts}",
+                q(&c.table),
+                q(&c.analysis_id),
+                self.id_array(1, &c.table, &c.analysis_id)
+            ),
+            &[&ids],
+        )?;
+        Ok(Counts {
+            total_analyses: ids.len() as u64,
+            total_chunks: row.get::<_, i64>(0) as u64,
+            total_artifacts: row.get::<_, i64>(1) as u64,
+        })
     }
 }

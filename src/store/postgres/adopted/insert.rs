@@ -150,7 +150,7 @@ impl AdoptedWrite<'_> {
         model: &str,
         chunks: &[(Uuid, [u8; 32])],
     ) -> Result<()> {
-        if chunks.is_empty() {
+        if chunks.is_empty() || !self.bookkeeping() {
             return Ok(());
         }
         let ids: Vec<String> = chunks
@@ -173,7 +173,7 @@ impl AdoptedWrite<'_> {
 
     /// Records which model embedded these chunks (by the chunks' own ids).
     pub(super) fn record_models(&mut self, model: &str, chunk_ids: &[String]) -> Result<()> {
-        if chunk_ids.is_empty() {
+        if chunk_ids.is_empty() || !self.bookkeeping() {
             return Ok(());
         }
         let c = &self.layout.chunks;

@@ -1,4 +1,5 @@
-//! Writing into an application's tables: row-level statements only — no DDL on them, no index
+//! Writing into an application's tables (and, for a replace by difference, into goldset's own,
+//! through [`Layout::own`]): row-level statements only — no DDL on them, no index
 //! or constraint churn, no retyped column — in one transaction under goldset's advisory lock, so
 //! the application can keep running and a failed or killed restore leaves every table as it was.
 //!
@@ -57,7 +58,6 @@ impl Drop for AdoptedWrite<'_> {
 }
 
 impl<'c> AdoptedWrite<'c> {
-    /// Begins: the restore lock, `BEGIN`, goldset's bookkeeping tables, the catalog's types.
     /// Begins (under the restore lock the caller holds): `BEGIN`, the catalog's types, the
     /// checks of the mapping's required columns, goldset's bookkeeping tables. Any failure drops
     /// the transaction, which rolls back and gives the lock back.
@@ -101,8 +101,17 @@ impl<'c> AdoptedWrite<'c> {
             }
         }
         tx.catalog.check_required_columns(tx.layout)?;
-        tx.ensure_bookkeeping()?;
+        if tx.bookkeeping() {
+            tx.ensure_bookkeeping()?;
+        }
         Ok(tx)
+    }
+
+    /// Whether goldset keeps its own records beside the tables (the model and text digest of
+    /// each embedding): on an application's tables. goldset's own tables, written row by row
+    /// for a replace by difference, hold the model in a column of their own.
+    fn bookkeeping(&self) -> bool {
+        !self.layout.owned
     }
 
     /// goldset's schema beside the application's: the model of each embedding, the cache.
@@ -142,7 +151,7 @@ impl<'c> AdoptedWrite<'c> {
         Reading {
             layout: self.layout,
             names: self.names,
-            model_table: true,
+            model_table: self.bookkeeping(),
         }
     }
 
@@ -186,8 +195,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
             self.delete_where(&r.table, &r.id, None)?;
         }
         self.delete_where(&l.analyses.table, &l.analyses.id, None)?;
-        self.client
-            .execute(&format!("DELETE FROM {}", self.names.embeddings), &[])?;
+        if self.bookkeeping() {
+            self.client
+                .execute(&format!("DELETE FROM {}", self.names.embeddings), &[])?;
+        }
         Ok(())
     }
 
@@ -262,17 +273,19 @@ impl WriteTransaction for AdoptedWrite<'_> {
             self.delete_where(&f.table, &f.analysis_id, Some(&ids))?;
         }
         let c = &l.chunks;
-        self.client.execute(
-            &format!(
-                "DELETE FROM {} WHERE chunk_id IN (SELECT {}::text FROM {} WHERE {} = ANY({}))",
-                self.names.embeddings,
-                q(&c.id),
-                q(&c.table),
-                q(&c.analysis_id),
-                self.id_array(1, &c.table, &c.analysis_id)
-            ),
-            &[&ids],
-        )?;
+        if self.bookkeeping() {
+            self.client.execute(
+                &format!(
+                    "DELETE FROM {} WHERE chunk_id IN (SELECT {}::text FROM {} WHERE {} = ANY({}))",
+                    self.names.embeddings,
+                    q(&c.id),
+                    q(&c.table),
+                    q(&c.analysis_id),
+                    self.id_array(1, &c.table, &c.analysis_id)
+                ),
+                &[&ids],
+            )?;
+        }
         self.delete_where(&c.table, &c.analysis_id, Some(&ids))?;
         if let Some(r) = &l.artifacts {
             self.delete_where(&r.table, &r.analysis_id, Some(&ids))?;
@@ -310,15 +323,6 @@ impl WriteTransaction for AdoptedWrite<'_> {
         self.stored_analyses(ids)
     }
 
-    fn chunk_vectors(
-        &mut self,
-        ids: &[Uuid],
-        model: &str,
-        dimension: usize,
-    ) -> Result<HashMap<Uuid, Vec<f32>>> {
-        self.stored_vectors(ids, model, dimension)
-    }
-
     fn apply_patch(
         &mut self,
         patch: &Patch<'_>,
@@ -328,7 +332,11 @@ impl WriteTransaction for AdoptedWrite<'_> {
         self.patch(patch, vectors, model)
     }
 
-    fn delete_analyses_except(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+    fn delete_analyses_except(
+        &mut self,
+        keep: &[Uuid],
+        statuses: Option<&[String]>,
+    ) -> Result<Counts> {
         self.delete_others(keep, statuses)
     }
 

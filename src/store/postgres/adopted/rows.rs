@@ -2,8 +2,8 @@
 //! `COPY` by each column's own type, or as text for a cast.
 
 use crate::model::{Analysis, Chunk};
-use crate::store::layout::{EmbeddingEncoding, Layout, TimeEncoding};
-use crate::store::{blob_to_vector, vector_to_blob};
+use crate::store::layout::{EmbeddingEncoding, Layout};
+use crate::store::vector_to_blob;
 use pgvector::Vector;
 use postgres::types::{IsNull, Json, ToSql, Type};
 use sha2::{Digest, Sha256};
@@ -24,21 +24,6 @@ pub(super) fn vector_text(v: &[f32], encoding: EmbeddingEncoding) -> String {
             format!("\\x{hex}")
         }
     }
-}
-
-/// A vector from the text PostgreSQL gives for the column (`[1,2]`, `{1,2}`, or hex bytes).
-pub(super) fn parse_vector(text: &str, encoding: EmbeddingEncoding) -> Option<Vec<f32>> {
-    if encoding == EmbeddingEncoding::F32Le {
-        let bytes: Option<Vec<u8>> = (0..text.len() / 2)
-            .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect();
-        return Some(blob_to_vector(&bytes?));
-    }
-    let inner = text
-        .trim()
-        .trim_start_matches(['[', '{'])
-        .trim_end_matches([']', '}']);
-    inner.split(',').map(|x| x.trim().parse().ok()).collect()
 }
 
 /// One value of a row, typed, before it is encoded for a column of the application's type.
@@ -72,10 +57,7 @@ impl Cell {
             Cell::Float(f) => f.to_string(),
             Cell::Json(v) => v.to_string(),
             Cell::Id(id) => layout.ids.text(id),
-            Cell::Time(t) => match layout.timestamps {
-                TimeEncoding::Text => t.naive_utc_text(),
-                _ => t.to_string(),
-            },
+            Cell::Time(t) => layout.time_text(*t),
             Cell::Vector(v) => vector_text(v, layout.embedding),
         })
     }
@@ -97,7 +79,7 @@ impl Cell {
                 Box::new(OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?)
             }
             (Cell::Time(t), &Type::TIMESTAMP) => {
-                let nanos = i128::from(t.unix_micros()) * 1000;
+                let nanos = i128::from(layout.time_zone.wall_of(*t).unix_micros()) * 1000;
                 let utc = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
                 Box::new(PrimitiveDateTime::new(utc.date(), utc.time()))
             }

@@ -4,10 +4,9 @@ use super::AdoptedWrite;
 use crate::model::{Analysis, Chunk, Counts};
 use crate::store::layout::quote_name as q;
 use crate::store::sqlite::decode;
-use crate::store::sqlite::MODEL_TABLE;
-use crate::store::{blob_to_vector, Patch, Result, WriteTransaction};
+use crate::store::{Patch, Result, WriteTransaction};
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, OptionalExtension};
+use rusqlite::{params, params_from_iter};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -99,6 +98,7 @@ impl AdoptedWrite<'_> {
     ) -> Result<()> {
         let c = &self.layout.chunks;
         let mut sets: Vec<(&str, Value)> = vec![
+            (&c.chunk_index, Value::Integer(chunk.chunk_index)),
             (&c.content, Value::Text(chunk.content.clone())),
             (&c.content_type, Value::Text(chunk.content_type.clone())),
         ];
@@ -143,9 +143,11 @@ impl AdoptedWrite<'_> {
         let c = &self.layout.chunks;
         for id in ids {
             let id = self.id(id);
-            self.tx
-                .prepare_cached(&format!("DELETE FROM {MODEL_TABLE} WHERE chunk_id = ?1"))?
-                .execute([&id])?;
+            if let Some(records) = self.model_table {
+                self.tx
+                    .prepare_cached(&format!("DELETE FROM {records} WHERE chunk_id = ?1"))?
+                    .execute([&id])?;
+            }
             self.delete_where(&c.table, &c.id, Some(&id))?;
         }
         Ok(())
@@ -159,35 +161,30 @@ impl AdoptedWrite<'_> {
         Ok(found)
     }
 
-    pub(super) fn stored_vectors(
-        &mut self,
-        ids: &[Uuid],
-        model: &str,
-        dimension: usize,
-    ) -> Result<HashMap<Uuid, Vec<f32>>> {
-        let c = &self.layout.chunks;
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT c.{emb} FROM {table} c JOIN {MODEL_TABLE} e ON e.chunk_id = c.{id}
-              WHERE c.{id} = ?1 AND e.model = ?2",
-            emb = q(&c.embedding),
-            table = q(&c.table),
-            id = q(&c.id)
-        ))?;
-        let mut found = HashMap::new();
-        for id in ids {
-            let stored: Option<Value> = stmt
-                .query_row(params![self.layout.ids.text(id), model], |r| r.get(0))
-                .optional()?;
-            let vector = match stored {
-                Some(Value::Blob(b)) => Some(blob_to_vector(&b)),
-                Some(Value::Text(t)) => serde_json::from_str::<Vec<f32>>(&t).ok(),
-                _ => None,
-            };
-            if let Some(v) = vector.filter(|v| v.len() == dimension) {
-                found.insert(*id, v);
-            }
+    /// Moves the patch's moved chunks past every position their analysis has now or will
+    /// have (keeping their order), so that inserts and final positions never collide with
+    /// them.
+    fn move_aside(&self, patch: &Patch<'_>) -> Result<()> {
+        if patch.moved_chunks.is_empty() {
+            return Ok(());
         }
-        Ok(found)
+        let c = &self.layout.chunks;
+        let a = patch.analysis;
+        let last = a.chunks.iter().map(|c| c.chunk_index).max().unwrap_or(0);
+        let mut statement = self.tx.prepare_cached(&format!(
+            "UPDATE {table} SET {index} = {index} + 1 + max(?3,
+                 (SELECT coalesce(max({index}), 0) FROM {table} WHERE {owner} = ?2))
+              WHERE {id} = ?1",
+            table = q(&c.table),
+            index = q(&c.chunk_index),
+            owner = q(&c.analysis_id),
+            id = q(&c.id),
+        ))?;
+        let owner = self.id(&a.id);
+        for &at in &patch.moved_chunks {
+            statement.execute(params![self.id(&a.chunks[at].id), owner, last])?;
+        }
+        Ok(())
     }
 
     pub(super) fn patch(
@@ -223,6 +220,7 @@ impl AdoptedWrite<'_> {
             }
         }
         self.delete_chunks(&patch.remove_chunks)?;
+        self.move_aside(patch)?;
         for &at in &patch.add_chunks {
             let chunk = &a.chunks[at];
             let vector = vectors.get(&chunk.id).map(|v| (model, v.as_slice()));
@@ -241,7 +239,11 @@ impl AdoptedWrite<'_> {
         Ok(())
     }
 
-    pub(super) fn delete_others(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+    pub(super) fn delete_others(
+        &mut self,
+        keep: &[Uuid],
+        statuses: Option<&[String]>,
+    ) -> Result<Counts> {
         let l = self.layout;
         let a = &l.analyses;
         let stored: Vec<(String, String)> = self
@@ -256,15 +258,41 @@ impl AdoptedWrite<'_> {
             .collect::<Result<_, _>>()?;
         let gone: Vec<Uuid> = stored
             .iter()
-            .filter(|(_, status)| statuses.iter().any(|s| s == l.status_from_store(status)))
+            .filter(|(_, status)| {
+                statuses.is_none_or(|words| words.iter().any(|s| s == l.status_from_store(status)))
+            })
             .filter_map(|(id, _)| Uuid::try_parse(id.trim()).ok())
             .filter(|id| keep.binary_search(id).is_err())
             .collect();
-        let mut counts = Counts::default();
-        for analysis in self.analyses_by_id(&gone)? {
-            counts.add(&analysis);
-        }
+        let counts = self.counts_of(&gone)?;
         self.delete_analyses(&gone)?;
+        Ok(counts)
+    }
+
+    /// How many analyses, chunks and artifacts these analyses make, counted by the database
+    /// (nothing is decoded: a stored row goldset could not read still goes).
+    fn counts_of(&self, ids: &[Uuid]) -> Result<Counts> {
+        let l = self.layout;
+        let count = |table: &str, column: &str, id: &Value| -> Result<u64> {
+            let n: i64 = self
+                .tx
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM {} WHERE {} = ?1",
+                    q(table),
+                    q(column)
+                ))?
+                .query_row([id], |r| r.get(0))?;
+            Ok(n as u64)
+        };
+        let mut counts = Counts::default();
+        for id in ids {
+            let id = self.id(id);
+            counts.total_analyses += 1;
+            counts.total_chunks += count(&l.chunks.table, &l.chunks.analysis_id, &id)?;
+            if let Some(r) = &l.artifacts {
+                counts.total_artifacts += count(&r.table, &r.analysis_id, &id)?;
+            }
+        }
         Ok(counts)
     }
 }

@@ -18,6 +18,7 @@ use super::cache;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use super::{ADOPTED_CACHE, MODEL_TABLE};
 use crate::model::{Analysis, Counts};
+use crate::store::schema::EMBEDDING_CACHE;
 use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -27,6 +28,11 @@ use uuid::Uuid;
 pub(super) struct AdoptedWrite<'c> {
     tx: Transaction<'c>,
     layout: &'c Layout,
+    /// goldset's record of each embedding's model and text digest (none on goldset's own
+    /// tables, whose chunks hold the model in a column).
+    model_table: Option<&'static str>,
+    /// The embedding cache's table.
+    cache: &'static str,
     catalog: Catalog,
     /// `--allow-cascade`: deletes may cascade into (or null out) rows outside the dataset.
     allow_cascade: bool,
@@ -52,6 +58,17 @@ impl<'c> AdoptedWrite<'c> {
     /// Begins: the transaction, goldset's bookkeeping tables, the checks of the mapping's
     /// required columns.
     pub(super) fn begin(tx: Transaction<'c>, layout: &'c Layout, catalog: Catalog) -> Result<Self> {
+        if layout.owned {
+            // goldset's own tables, written row by row for a replace by difference.
+            return Ok(AdoptedWrite {
+                tx,
+                layout,
+                model_table: None,
+                cache: EMBEDDING_CACHE,
+                catalog,
+                allow_cascade: false,
+            });
+        }
         tx.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {MODEL_TABLE} (
                  chunk_id       TEXT PRIMARY KEY NOT NULL,
@@ -68,6 +85,8 @@ impl<'c> AdoptedWrite<'c> {
         let w = AdoptedWrite {
             tx,
             layout,
+            model_table: Some(MODEL_TABLE),
+            cache: ADOPTED_CACHE,
             catalog,
             allow_cascade: false,
         };
@@ -78,8 +97,8 @@ impl<'c> AdoptedWrite<'c> {
     fn reading(&self) -> Reading<'c> {
         Reading {
             layout: self.layout,
-            cache: ADOPTED_CACHE,
-            model_table: Some(MODEL_TABLE),
+            cache: self.cache,
+            model_table: self.model_table,
         }
     }
 }
@@ -103,7 +122,9 @@ impl WriteTransaction for AdoptedWrite<'_> {
             self.delete_where(&r.table, &r.id, None)?;
         }
         self.delete_where(&l.analyses.table, &l.analyses.id, None)?;
-        self.tx.execute(&format!("DELETE FROM {MODEL_TABLE}"), [])?;
+        if let Some(table) = self.model_table {
+            self.tx.execute(&format!("DELETE FROM {table}"), [])?;
+        }
         Ok(())
     }
 
@@ -170,14 +191,16 @@ impl WriteTransaction for AdoptedWrite<'_> {
                 self.delete_where(&f.table, &f.analysis_id, Some(&id))?;
             }
             let c = &l.chunks;
-            self.tx
-                .prepare_cached(&format!(
-                    "DELETE FROM {MODEL_TABLE} WHERE chunk_id IN (SELECT {} FROM {} WHERE {} = ?1)",
-                    q(&c.id),
-                    q(&c.table),
-                    q(&c.analysis_id)
-                ))?
-                .execute([&id])?;
+            if let Some(table) = self.model_table {
+                self.tx
+                    .prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE chunk_id IN (SELECT {} FROM {} WHERE {} = ?1)",
+                        q(&c.id),
+                        q(&c.table),
+                        q(&c.analysis_id)
+                    ))?
+                    .execute([&id])?;
+            }
             self.delete_where(&c.table, &c.analysis_id, Some(&id))?;
             if let Some(r) = &l.artifacts {
                 self.delete_where(&r.table, &r.analysis_id, Some(&id))?;
@@ -210,15 +233,6 @@ impl WriteTransaction for AdoptedWrite<'_> {
         self.stored_analyses(ids)
     }
 
-    fn chunk_vectors(
-        &mut self,
-        ids: &[Uuid],
-        model: &str,
-        dimension: usize,
-    ) -> Result<HashMap<Uuid, Vec<f32>>> {
-        self.stored_vectors(ids, model, dimension)
-    }
-
     fn apply_patch(
         &mut self,
         patch: &Patch<'_>,
@@ -228,7 +242,11 @@ impl WriteTransaction for AdoptedWrite<'_> {
         self.patch(patch, vectors, model)
     }
 
-    fn delete_analyses_except(&mut self, keep: &[Uuid], statuses: &[String]) -> Result<Counts> {
+    fn delete_analyses_except(
+        &mut self,
+        keep: &[Uuid],
+        statuses: Option<&[String]>,
+    ) -> Result<Counts> {
         self.delete_others(keep, statuses)
     }
 
@@ -247,11 +265,11 @@ impl WriteTransaction for AdoptedWrite<'_> {
         dimension: usize,
         digests: &[ContentDigest],
     ) -> Result<Vec<Option<Vec<f32>>>> {
-        cache::lookup(&self.tx, ADOPTED_CACHE, model, dimension, digests)
+        cache::lookup(&self.tx, self.cache, model, dimension, digests)
     }
 
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
-        cache::store(&self.tx, ADOPTED_CACHE, model, entries)
+        cache::store(&self.tx, self.cache, model, entries)
     }
 
     fn chunks_needing_embedding(
@@ -267,9 +285,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
             EmbeddingEncoding::Json => format!("json_array_length(c.{})", q(&c.embedding)),
             _ => format!("length(c.{}) / 4", q(&c.embedding)),
         };
+        let (found, join) = self.reading().model();
         let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT c.{id}, c.{content} FROM {table} c LEFT JOIN {MODEL_TABLE} e ON e.chunk_id = c.{id}
-              WHERE c.{id} > ?1 AND (c.{emb} IS NULL OR e.model IS NOT ?2 OR {dims} <> ?3)
+            "SELECT c.{id}, c.{content} FROM {table} c {join}
+              WHERE c.{id} > ?1 AND (c.{emb} IS NULL OR {found} IS NOT ?2 OR {dims} <> ?3)
               ORDER BY c.{id} LIMIT ?4",
             id = q(&c.id),
             content = q(&c.content),
@@ -326,13 +345,14 @@ impl WriteTransaction for AdoptedWrite<'_> {
         };
         let (entries, bytes): (i64, i64) = self.tx.query_row(
             &format!(
-                "SELECT count(*), coalesce(sum(length(embedding)), 0) FROM {ADOPTED_CACHE} {condition}"
+                "SELECT count(*), coalesce(sum(length(embedding)), 0) FROM {} {condition}",
+                self.cache
             ),
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         self.tx
-            .execute(&format!("DELETE FROM {ADOPTED_CACHE} {condition}"), [])?;
+            .execute(&format!("DELETE FROM {} {condition}", self.cache), [])?;
         Ok((entries as u64, bytes as u64))
     }
 

@@ -5,7 +5,6 @@ use super::{insert_sql, json_text, AdoptedWrite};
 use crate::model::{Analysis, Chunk};
 use crate::store::catalog::cascade_refusal;
 use crate::store::layout::{quote_name as q, EmbeddingEncoding, TimeEncoding};
-use crate::store::sqlite::MODEL_TABLE;
 use crate::store::{vector_to_blob, Result};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter};
@@ -48,10 +47,13 @@ impl AdoptedWrite<'_> {
 
     /// Records that `model` embedded the chunk `id` (stored text).
     pub(super) fn record_model(&self, model: &str, id: &Value) -> Result<()> {
+        let Some(records) = self.model_table else {
+            return Ok(());
+        };
         let c = &self.layout.chunks;
         self.tx
             .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {MODEL_TABLE} (chunk_id, model, content_sha256)
+                "INSERT OR REPLACE INTO {records} (chunk_id, model, content_sha256)
                  SELECT {id}, ?2, goldset_sha256({content}) FROM {table} WHERE {id} = ?1",
                 id = q(&c.id),
                 content = q(&c.content),
@@ -79,7 +81,7 @@ impl AdoptedWrite<'_> {
             Value::Text(l.status_to_store(&a.status).to_owned()),
             match l.timestamps {
                 TimeEncoding::Micros => Value::Integer(a.created_at.unix_micros()),
-                _ => Value::Text(a.created_at.naive_utc_text()),
+                _ => Value::Text(l.time_text(a.created_at)),
             },
         ];
         if let Some(column) = &t.findings {
