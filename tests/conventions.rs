@@ -2,7 +2,7 @@
 //! the one definition, `-` for stdin/stdout, `--no-progress`, dry runs that read as plans,
 //! inputs checked before a database is created, clear messages, log lines, `--help`.
 
-use crate::common::{sample, without_created_at, Workspace};
+use crate::common::{sample, without_created_at, Backend, Workspace};
 use std::io::Write;
 use std::process::{Output, Stdio};
 
@@ -118,9 +118,9 @@ fn backup_to_stdout_writes_the_backup_and_no_files() {
     );
 }
 
-#[test]
-fn restore_verify_diff_and_check_read_stdin() {
-    let ws = Workspace::new();
+store_test! {
+    fn restore_verify_diff_and_check_read_stdin(backend) {
+    let ws = Workspace::on(backend);
     let text = std::fs::read(sample()).unwrap();
     let out = run_with_stdin(
         &ws,
@@ -151,6 +151,7 @@ fn restore_verify_diff_and_check_read_stdin() {
     assert_eq!(both.status.code(), Some(2));
     assert!(!ws.path("-").exists());
 }
+}
 
 #[test]
 fn no_progress_keeps_the_summary_and_quiet_drops_it() {
@@ -171,9 +172,9 @@ fn no_progress_keeps_the_summary_and_quiet_drops_it() {
     assert_eq!(ws.ok(&["backup", "--quiet", "--file", "b.json"]), "");
 }
 
-#[test]
-fn dry_runs_read_as_plans_and_change_nothing() {
-    let ws = Workspace::new();
+store_test! {
+    fn dry_runs_read_as_plans_and_change_nothing(backend) {
+    let ws = Workspace::on(backend);
     restore_sample(&ws);
     let file = sample();
     let file = file.to_str().unwrap();
@@ -220,7 +221,13 @@ fn dry_runs_read_as_plans_and_change_nothing() {
         "{}",
         stderr(&refused)
     );
+    }
+}
 
+#[test]
+fn cache_dry_runs_remove_nothing() {
+    let ws = Workspace::new();
+    ws.ok(&["init", "-q"]);
     // cache --prune/--clear --dry-run: what would go, and nothing goes.
     ws.sql(
         "INSERT INTO embedding_cache (model, content_sha256, embedding) \
@@ -370,9 +377,9 @@ fn messages_say_what_is_wrong_in_the_users_words() {
     );
 }
 
-#[test]
-fn verbose_runs_log_connections_phases_and_counts_without_colour() {
-    let ws = Workspace::new();
+store_test! {
+    fn verbose_runs_log_connections_phases_and_counts_without_colour(backend) {
+    let ws = Workspace::on(backend);
     let file = sample();
     let out = ws.run(&[
         "-v",
@@ -404,10 +411,15 @@ fn verbose_runs_log_connections_phases_and_counts_without_colour() {
         .output()
         .unwrap();
     let e = stderr(&out);
-    assert!(
-        e.contains("opening SQLite database") && e.contains("database open"),
-        "{e}"
-    );
+    let connection = match backend {
+        Backend::Sqlite => "opening SQLite database",
+        Backend::Postgres => "connecting to PostgreSQL",
+    };
+    assert!(e.contains(connection) && e.contains("database open"), "{e}");
+    if backend == Backend::Postgres {
+        assert!(e.contains("connected to PostgreSQL") && e.contains("server_version"), "{e}");
+        assert!(!e.contains("password"), "{e}");
+    }
     let out = ws.run(&["-v", "backup", "-q", "--file", "b.json"]);
     let e = stderr(&out);
     assert!(
@@ -430,6 +442,7 @@ fn verbose_runs_log_connections_phases_and_counts_without_colour() {
     );
     // Without -v: nothing.
     assert_eq!(stderr(&ws.run(&["status", "-q"])), "");
+}
 }
 
 #[test]
