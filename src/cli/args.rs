@@ -33,13 +33,14 @@ impl BackupFile {
         self.file.as_os_str() == STDIO
     }
 
-    /// The file to read: `-` is stdin; another file must be readable now, before the command
-    /// opens (or creates) a database or builds an embedder.
+    /// The file to read: `-` is stdin; another file must exist now, before the command opens
+    /// (or creates) a database or builds an embedder.
     pub fn input(&self) -> Result<PathBuf, OpError> {
         if self.is_stdio() {
             return stdin_path();
         }
-        std::fs::File::open(&self.file).map_err(OpError::io(&self.file))?;
+        // Looked at, not opened: opening a FIFO would wait for its writer (and close on it).
+        std::fs::metadata(&self.file).map_err(OpError::io(&self.file))?;
         Ok(self.file.clone())
     }
 }
