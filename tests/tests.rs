@@ -15,6 +15,7 @@ mod common;
 mod adopt;
 mod bad_input;
 mod config_file;
+mod conventions;
 mod crash_safety;
 mod embeddings;
 mod format_bytes;

@@ -6,9 +6,18 @@ use clap::Args;
 use goldset::format::validate::UrlPolicy;
 use goldset::format::DEFAULT_BACKUP_PATH;
 use goldset::model::StatusFilter;
-use goldset::ops::snapshot::DEFAULT_SNAPSHOT_PATH;
+use goldset::ops::snapshot::{manifest_path, DEFAULT_SNAPSHOT_PATH};
+use goldset::ops::OpError;
 use goldset::store::NativeTools;
 use std::path::PathBuf;
+
+/// `-` as a file name: stdin for a command that reads, stdout for one that writes (as pg_dump
+/// and restic take it).
+pub const STDIO: &str = "-";
+
+/// What a command reading `-` opens; messages name it.
+#[cfg(unix)]
+pub const STDIN_PATH: &str = "/dev/stdin";
 
 /// `--file`: the JSON backup file.
 #[derive(Debug, Args)]
@@ -16,6 +25,34 @@ pub struct BackupFile {
     /// The backup file.
     #[arg(long, short, default_value = DEFAULT_BACKUP_PATH)]
     pub file: PathBuf,
+}
+
+impl BackupFile {
+    /// Whether the file is `-`.
+    pub fn is_stdio(&self) -> bool {
+        self.file.as_os_str() == STDIO
+    }
+
+    /// The file to read: `-` is stdin; another file must exist now, before the command opens
+    /// (or creates) a database or builds an embedder.
+    pub fn input(&self) -> Result<PathBuf, OpError> {
+        if self.is_stdio() {
+            return stdin_path();
+        }
+        // Looked at, not opened: opening a FIFO would wait for its writer (and close on it).
+        std::fs::metadata(&self.file).map_err(OpError::io(&self.file))?;
+        Ok(self.file.clone())
+    }
+}
+
+/// The path that reads stdin.
+fn stdin_path() -> Result<PathBuf, OpError> {
+    #[cfg(unix)]
+    return Ok(PathBuf::from(STDIN_PATH));
+    #[cfg(not(unix))]
+    return Err(OpError::Refused(
+        "reading a backup from stdin (`-`) needs a Unix system; give a file".into(),
+    ));
 }
 
 /// `--metadata-file`: the metadata file that goes with a backup.
@@ -32,6 +69,17 @@ pub struct SnapshotFile {
     /// The snapshot file.
     #[arg(long, short, default_value = DEFAULT_SNAPSHOT_PATH)]
     pub file: PathBuf,
+}
+
+impl SnapshotFile {
+    /// Checks that the snapshot and its manifest are there, before a database is opened or
+    /// created for them.
+    pub fn check_present(&self) -> Result<(), OpError> {
+        std::fs::metadata(&self.file).map_err(OpError::io(&self.file))?;
+        let manifest = manifest_path(&self.file);
+        std::fs::metadata(&manifest).map_err(OpError::io(&manifest))?;
+        Ok(())
+    }
 }
 
 /// `--status`: which analyses a backup covers.

@@ -15,6 +15,9 @@ pub struct CacheArgs {
     /// Remove every entry (the next restore embeds every chunk with the model again).
     #[arg(long)]
     clear: bool,
+    /// With --prune or --clear: show what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -26,6 +29,13 @@ pub fn run(ctx: &Context, args: &CacheArgs) -> Result<i32, OpError> {
         (true, false) => CacheAction::Prune,
         (false, false) => CacheAction::Report,
     };
+    if args.dry_run && action != CacheAction::Report {
+        let mut store = ctx.open_existing()?;
+        let summary = cache(store.as_mut(), CacheAction::Report)?;
+        ctx.out
+            .cache_plan(&store.location(), &summary, action == CacheAction::Clear);
+        return Ok(0);
+    }
     let mut store = ctx.open_store(Create::No, args.lock.wait())?;
     let summary = cache(store.as_mut(), action)?;
     ctx.out.cache(&store.location(), &summary);

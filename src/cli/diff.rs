@@ -1,6 +1,6 @@
 //! `goldset diff`: what changed between two backups, or a backup and the database (`db:`).
 
-use super::args::StatusArgs;
+use super::args::{StatusArgs, STDIO};
 use super::Context;
 use goldset::model::StatusFilter;
 use goldset::ops::diff::{diff, Side};
@@ -15,9 +15,9 @@ const DATABASE_SIDE: &str = "db:";
 #[command(mut_arg("status", |a| a.help(
     "For a `db:` side: statuses to include (as for backup); `all` for every analysis")))]
 pub struct DiffArgs {
-    /// The old side: a backup file, or `db:` for the database.
+    /// The old side: a backup file, `-` for stdin, or `db:` for the database.
     old: String,
-    /// The new side: a backup file, or `db:` for the database.
+    /// The new side: a backup file, `-` for stdin, or `db:` for the database.
     new: String,
     #[command(flatten)]
     status: StatusArgs,
@@ -32,6 +32,11 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<i32, OpError> {
     if uses_db(&args.old) && uses_db(&args.new) {
         return Err(OpError::Refused(
             "at most one side of a diff can be db:".into(),
+        ));
+    }
+    if args.old == STDIO && args.new == STDIO {
+        return Err(OpError::Refused(
+            "at most one side of a diff can be - (stdin)".into(),
         ));
     }
     let mut store = if uses_db(&args.old) || uses_db(&args.new) {
@@ -51,7 +56,13 @@ fn sides<'s>(
     store: Option<&'s mut (dyn Store + 'static)>,
     filter: StatusFilter,
 ) -> (Side<'s>, Side<'s>) {
-    let file = |spec: &str| Side::File(PathBuf::from(spec));
+    let file = |spec: &str| {
+        if spec == STDIO {
+            Side::Stream("stdin".into(), Box::new(std::io::stdin()))
+        } else {
+            Side::File(PathBuf::from(spec))
+        }
+    };
     match store {
         Some(s) if args.old.starts_with(DATABASE_SIDE) => {
             (Side::Database(s, filter), file(&args.new))

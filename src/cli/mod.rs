@@ -15,15 +15,18 @@ mod generate;
 mod init;
 mod load;
 mod log;
+mod notice;
 mod progress;
 mod reembed;
 mod render;
 mod restore;
+mod shell;
 mod status;
 mod stdout;
+mod summary;
 mod verify;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use goldset::embed::{self as embedders, Embedder};
 use goldset::ops::OpError;
 use goldset::store::{self, Store};
@@ -33,7 +36,8 @@ use std::path::PathBuf;
 
 /// Keep a RAG golden dataset safe: git-friendly JSON backups, verify, transactional restore.
 #[derive(Debug, Parser)]
-#[command(name = "goldset", version, propagate_version = true)]
+#[command(name = "goldset", version, propagate_version = true,
+          arg_required_else_help = true, after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -41,8 +45,36 @@ pub struct Cli {
     command: Command,
 }
 
+/// The end of `goldset --help`: the exit codes and the environment variables goldset reads.
+const AFTER_LONG_HELP: &str = "\
+Exit codes:
+  0  success (for diff and backup --check: no difference)
+  1  the data is bad, a check failed, or (diff, backup --check) there are differences
+  2  usage, I/O, database, tool or embedder error
+
+Environment:
+  DATABASE_URL, GOLDSET_SCHEMA, GOLDSET_CONFIG   --database-url, --schema, --config
+  PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME, PGOPTIONS, PGSERVICE
+                           fill what a postgres:// URL leaves out (libpq's meaning)
+  GOLDSET_EMBEDDER, OPENAI_BASE_URL, OPENAI_API_KEY, GOLDSET_EMBED_BATCH_SIZE,
+  GOLDSET_EMBED_CONCURRENCY, GOLDSET_EMBED_TIMEOUT, GOLDSET_EMBEDDER_RETRY_WINDOW
+                           the embedder options of the same names
+  HF_HOME, HF_HUB_CACHE    where local: models are looked up (the Hugging Face cache)
+  HF_HUB_OFFLINE=1         never download a local: model
+  GOLDSET_PG_BIN           folder with pg_dump and pg_restore (--pg-bin)
+  GOLDSET_LOG              log filter (e.g. debug, goldset=trace); overrides -v
+  NO_COLOR                 no colour in log lines (there is none unless stderr is a terminal)
+
+A flag beats its environment variable, which beats goldset.toml.";
+
+/// Heading of the options every command takes.
+const GLOBAL_HEADING: &str = "Global options";
+/// Heading of the options that choose and tune the embedder.
+const EMBEDDER_HEADING: &str = "Embedder options";
+
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = GLOBAL_HEADING)]
 struct Global {
     /// Where the dataset lives: sqlite:PATH or postgres://USER@HOST:PORT/DB (PG* variables
     /// fill what the URL leaves out; prefer PGPASSWORD to a password in the URL).
@@ -50,38 +82,64 @@ struct Global {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
     /// PostgreSQL schema that holds goldset's tables [default: public].
-    #[arg(long, env = "GOLDSET_SCHEMA", global = true)]
+    #[arg(long, env = "GOLDSET_SCHEMA", global = true, hide_env_values = true)]
     schema: Option<String>,
     /// Configuration file with defaults for these options [default: ./goldset.toml if present].
-    #[arg(long, env = "GOLDSET_CONFIG", global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "GOLDSET_CONFIG",
+        global = true,
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     config: Option<PathBuf>,
     /// Embedding model for restored chunks: hash, hash:DIM, local:PATH_OR_ID or openai:MODEL
     /// [default: local:sentence-transformers/all-MiniLM-L6-v2 when the Hugging Face cache holds
     /// it, else hash].
-    #[arg(long, env = "GOLDSET_EMBEDDER", global = true)]
+    #[arg(long, env = "GOLDSET_EMBEDDER", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING)]
     embedder: Option<String>,
-    /// openai: base URL of an OpenAI-compatible API (default https://api.openai.com/v1; a URL
-    /// without a path gets /v1).
-    #[arg(long, env = "OPENAI_BASE_URL", global = true)]
+    /// openai: base URL of an OpenAI-compatible API [default: https://api.openai.com/v1]; a
+    /// URL ending in /embeddings is used as is, a bare host tries /v1/embeddings, then
+    /// /embeddings.
+    #[arg(long, env = "OPENAI_BASE_URL", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING)]
     openai_base_url: Option<String>,
     /// openai: API key, sent as a Bearer token (not needed by most local servers).
-    #[arg(long, env = "OPENAI_API_KEY", global = true, hide_env_values = true)]
+    #[arg(long, env = "OPENAI_API_KEY", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING)]
     openai_api_key: Option<embedders::ApiKey>,
     /// openai: texts per request [default: 64].
-    #[arg(long, env = "GOLDSET_EMBED_BATCH_SIZE", global = true,
+    #[arg(long, env = "GOLDSET_EMBED_BATCH_SIZE", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     embed_batch_size: Option<u32>,
     /// openai: requests in flight at once [default: 4].
-    #[arg(long, env = "GOLDSET_EMBED_CONCURRENCY", global = true,
+    #[arg(long, env = "GOLDSET_EMBED_CONCURRENCY", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     embed_concurrency: Option<u32>,
     /// openai: seconds one request may take before it is retried [default: 120].
-    #[arg(long, env = "GOLDSET_EMBED_TIMEOUT", global = true,
+    #[arg(long, env = "GOLDSET_EMBED_TIMEOUT", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     embed_timeout: Option<u64>,
+    /// openai: how long one request keeps being retried after passing failures (429, 5xx,
+    /// timeouts, a restarting server), e.g. 90s, 5m [default: 2m].
+    #[arg(long, env = "GOLDSET_EMBEDDER_RETRY_WINDOW", global = true, hide_env_values = true,
+          help_heading = EMBEDDER_HEADING, value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    embedder_retry_window: Option<std::time::Duration>,
+    /// openai: accept answers that name another model than the one asked for (servers that
+    /// rename or alias models); by default such an answer is refused.
+    #[arg(long, global = true, help_heading = EMBEDDER_HEADING)]
+    embedder_allow_model_alias: bool,
     /// No progress bars, no summary line (errors are still printed).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// No progress bars; the summary line stays.
+    #[arg(long, global = true)]
+    no_progress: bool,
     /// Output for people (text) or for programs (json, on stdout).
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     format: Format,
@@ -91,6 +149,56 @@ struct Global {
     /// An application's tables to work on in place: `[mapping]` of the configuration file.
     #[arg(skip)]
     mapping: Option<goldset::store::layout::Layout>,
+}
+
+/// The embedder options (ids), and the commands whose help lists them: the others accept them
+/// (they are global, so `goldset --embedder X restore` works) but never use them.
+const EMBEDDER_SPEC_ARG: &str = "embedder";
+const OPENAI_ARGS: &[&str] = &[
+    "openai_base_url",
+    "openai_api_key",
+    "embed_batch_size",
+    "embed_concurrency",
+    "embed_timeout",
+    "embedder_retry_window",
+    "embedder_allow_model_alias",
+];
+/// Commands that build an embedder (all the embedder options apply).
+const EMBEDDING_COMMANDS: &[&str] = &["restore", "verify", "reembed", "embed"];
+/// Commands that only compare with the `--embedder` spec (no openai: options apply).
+const SPEC_COMMANDS: &[&str] = &["load"];
+
+/// The command line's definition: the derived one, with the embedder options left out of the
+/// help of the commands that never use them. Parsing, completions and the man page use it.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    // `mut_subcommands` and `mut_args` keep the built command's order of subcommands and
+    // arguments, which its key maps index (`mut_subcommand`/`mut_arg` would move one to the end).
+    cmd.mut_subcommands(|sub| {
+        let name = sub.get_name().to_owned();
+        let mut hidden: Vec<&str> = Vec::new();
+        if !EMBEDDING_COMMANDS.contains(&name.as_str()) {
+            hidden.extend(OPENAI_ARGS);
+            if !SPEC_COMMANDS.contains(&name.as_str()) {
+                hidden.push(EMBEDDER_SPEC_ARG);
+            }
+        }
+        sub.mut_args(|a| {
+            let hide = a.is_hide_set() || hidden.contains(&a.get_id().as_str());
+            a.hide(hide)
+        })
+    })
+}
+
+/// Parses `args` (the program name first) with [`command`].
+fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// Output format.
@@ -132,6 +240,10 @@ enum Command {
     Diff(diff::DiffArgs),
     /// The history of a backup file tracked in git: counts and changes per commit.
     Log(log::LogArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
+    Completions(shell::CompletionsArgs),
+    /// Print goldset's man page (roff) on stdout, or write one page per command to --dir.
+    Man(shell::ManArgs),
     /// Write a synthetic dataset as a backup file (for benchmarks and trials).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -139,7 +251,7 @@ enum Command {
 
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     init_logging(cli.global.verbose);
     let out = Output::new(cli.global.format, cli.global.quiet);
     execute(cli, &out)
@@ -149,10 +261,15 @@ pub fn run() -> i32 {
 /// failed check, 2 usage, I/O or database errors — a failed write to stdout included, except
 /// that a closed pipe only ends output early and keeps the command's code.
 fn execute(mut cli: Cli, out: &Output) -> i32 {
-    let result = config::load(cli.global.config.as_deref()).and_then(|c| {
-        cli.global.apply(c);
-        dispatch(&cli, out)
-    });
+    let result = match &cli.command {
+        // They describe the command line alone: no configuration file can break them.
+        Command::Completions(args) => shell::completions(out, args),
+        Command::Man(args) => shell::man(out, args),
+        _ => config::load(cli.global.config.as_deref()).and_then(|c| {
+            cli.global.apply(c);
+            dispatch(&cli, out)
+        }),
+    };
     let code = match result {
         Ok(code) => code,
         Err(e) => {
@@ -189,6 +306,7 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
         Command::Diff(args) => diff::run(&ctx, args),
         Command::Log(args) => log::run(&ctx, args),
         Command::Generate(args) => generate::run(&ctx, args),
+        Command::Completions(_) | Command::Man(_) => unreachable!("run before the configuration"),
     }
 }
 
@@ -269,10 +387,25 @@ impl Context<'_> {
     }
 
     fn open(&self, options: store::OpenOptions) -> Result<Box<dyn Store>, OpError> {
-        Ok(store::open(self.global.database_url(), &options)?)
+        let url = self.global.database_url();
+        if url.trim().is_empty() {
+            return Err(OpError::Refused(
+                "the database URL is empty (--database-url, DATABASE_URL or database_url in \
+                 goldset.toml): give sqlite:PATH or postgres://USER@HOST:PORT/DB"
+                    .into(),
+            ));
+        }
+        let started = std::time::Instant::now();
+        tracing::info!(url = %store::redact_url(url), create = options.create,
+                       read_only = options.read_only, "opening the database");
+        let store = store::open(url, &options)?;
+        tracing::info!(database = %store.location(),
+                       elapsed_ms = started.elapsed().as_millis() as u64, "database open");
+        Ok(store)
     }
 
-    /// The configured embedder (`--embedder`, else the default with a note on stderr).
+    /// The configured embedder (`--embedder`, else the default, with a note on stderr when it
+    /// first embeds something).
     fn embedder(&self) -> Result<Box<dyn Embedder>, OpError> {
         let g = self.global;
         let settings = embedders::EmbedderSettings {
@@ -281,24 +414,34 @@ impl Context<'_> {
             openai_batch_size: g.embed_batch_size.map(|n| n as usize),
             openai_max_in_flight: g.embed_concurrency.map(|n| n as usize),
             openai_timeout: g.embed_timeout.map(std::time::Duration::from_secs),
+            openai_retry_window: g.embedder_retry_window,
+            openai_allow_model_alias: g.embedder_allow_model_alias,
             ..Default::default()
         };
-        let spec = match &g.embedder {
-            Some(spec) => spec.clone(),
-            None => {
-                let (spec, notice) = embedders::default_spec();
-                if let Some(notice) = notice.filter(|_| !g.quiet) {
-                    eprintln!("note: {notice}");
-                }
-                spec
-            }
+        let (spec, notice) = match &g.embedder {
+            Some(spec) => (spec.clone(), None),
+            None => embedders::default_spec(),
         };
-        Ok(embedders::from_spec(&spec, &settings)?)
+        let started = std::time::Instant::now();
+        let embedder = embedders::from_spec(&spec, &settings)?;
+        tracing::info!(
+            spec,
+            model = embedder.model_id(),
+            dimension = embedder.dimension(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "embedder ready"
+        );
+        Ok(match notice.filter(|_| !g.quiet) {
+            Some(notice) => Box::new(notice::Noticed::new(embedder, notice)),
+            None => embedder,
+        })
     }
 
-    /// Progress bars on stderr, shown on a terminal for text output without `--quiet`.
+    /// Progress bars on stderr, shown on a terminal for text output without `--quiet` or
+    /// `--no-progress`.
     fn progress(&self) -> Bar {
-        Bar::new(!self.global.quiet && self.global.format == Format::Text)
+        let g = self.global;
+        Bar::new(!g.quiet && !g.no_progress && g.format == Format::Text)
     }
 }
 
@@ -310,9 +453,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GOLDSET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour only on a terminal, never with NO_COLOR (log lines redirected to a file stay text).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let colour = log_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -321,136 +465,11 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("goldset").chain(args.iter().copied()))
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-
-    /// `--wait`/`--no-wait` on every command that takes the write lock; the last one wins.
-    #[test]
-    fn lock_flags_pair_up_on_every_writing_command() {
-        let lock = |args: &[&str]| match parse(args).command {
-            Command::Restore(a) => a.lock.wait(),
-            Command::Reembed(a) => a.lock.wait(),
-            Command::Load(a) => a.lock.wait(),
-            Command::Cache(a) => a.lock.wait(),
-            other => panic!("{other:?} takes no lock flags"),
-        };
-        for command in ["restore", "reembed", "load", "cache"] {
-            assert!(lock(&[command]), "{command} waits by default");
-            assert!(lock(&[command, "--wait"]), "{command} --wait");
-            assert!(!lock(&[command, "--no-wait"]), "{command} --no-wait");
-            assert!(
-                lock(&[command, "--no-wait", "--wait"]),
-                "{command}: last wins"
-            );
-            assert!(
-                !lock(&[command, "--wait", "--no-wait"]),
-                "{command}: last wins"
-            );
-        }
-    }
-
-    /// The shared groups keep each flag's spelling and default on every command that has it.
-    #[test]
-    fn shared_flags_keep_their_defaults() {
-        use goldset::format::DEFAULT_BACKUP_PATH;
-        use goldset::model::StatusFilter;
-        let completed = StatusFilter::Only(vec!["completed".into()]);
-        match parse(&["backup"]).command {
-            Command::Backup(a) => {
-                assert_eq!(a.file.file, PathBuf::from(DEFAULT_BACKUP_PATH));
-                assert_eq!(a.status.filter(), completed);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["verify", "-f", "x.json", "--status", "a,all"]).command {
-            Command::Verify(a) => {
-                assert_eq!(a.file.file, PathBuf::from("x.json"));
-                assert_eq!(a.status.filter(), StatusFilter::All);
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["restore", "--no-cache", "--metadata-file", "m.json"]).command {
-            Command::Restore(a) => {
-                assert!(!a.cache.use_cache());
-                assert_eq!(a.metadata.metadata_file, Some(PathBuf::from("m.json")));
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse(&["reembed"]).command {
-            Command::Reembed(a) => assert!(a.cache.use_cache()),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// Runs `args` in a fresh folder (with an empty configuration file) into `stdout`.
-    fn execute_into(dir: &std::path::Path, args: &[&str], stdout: stdout::Stdout) -> i32 {
-        let config = dir.join("goldset.toml");
-        std::fs::write(&config, "").unwrap();
-        let mut argv = vec!["goldset", "--config", config.to_str().unwrap()];
-        argv.extend(args);
-        let cli = Cli::try_parse_from(&argv).unwrap();
-        execute(cli, &Output::with_stdout(Format::Text, false, stdout))
-    }
-
-    /// A closed pipe ends output quietly and keeps the command's exit code; a full device is an
-    /// I/O error (exit 2). Neither panics.
-    #[test]
-    fn stdout_failures_map_to_the_exit_contract() {
-        use stdout::tests::{enospc, epipe, failing};
-        let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-        let (a, b) = (file("a.json"), file("b.json"));
-        let generate = |path: &str, seed: &str| {
-            let (out, written, _) = failing(usize::MAX, epipe);
-            let args = ["generate", "-f", path, "--analyses", "3", "--seed", seed];
-            assert_eq!(execute_into(dir.path(), &args, out), 0);
-            assert!(String::from_utf8_lossy(&written.borrow()).starts_with("generate: "));
-        };
-        generate(&a, "1");
-        generate(&b, "2");
-        let diff = ["diff", a.as_str(), b.as_str()];
-        let (out, written, _) = failing(0, epipe);
-        assert_eq!(execute_into(dir.path(), &diff, out), 1, "diff's own code");
-        assert!(written.borrow().is_empty());
-        let (out, _, attempts) = failing(10, epipe);
-        assert_eq!(execute_into(dir.path(), &diff, out), 1, "diff's own code");
-        assert_eq!(*attempts.borrow(), 2, "no write after the pipe closed");
-        let (out, _, _) = failing(0, enospc);
-        assert_eq!(execute_into(dir.path(), &diff, out), 2, "a full device");
-        let same = ["diff", a.as_str(), a.as_str()];
-        let (out, _, _) = failing(0, epipe);
-        assert_eq!(execute_into(dir.path(), &same, out), 0);
-        let (out, _, _) = failing(0, enospc);
-        assert_eq!(execute_into(dir.path(), &same, out), 2);
-        let missing = ["verify", "--file-only", "-f", &file("missing.json")];
-        let (out, _, _) = failing(0, epipe);
-        assert_eq!(
-            execute_into(dir.path(), &missing, out),
-            2,
-            "verify's own error"
-        );
-    }
-
-    /// Commands that never write keep refusing the lock flags.
-    #[test]
-    fn read_only_commands_take_no_lock_flags() {
-        for command in ["status", "backup", "diff a b", "dump", "verify"] {
-            let mut args = vec!["goldset"];
-            args.extend(command.split(' '));
-            args.push("--no-wait");
-            assert!(Cli::try_parse_from(&args).is_err(), "{command} --no-wait");
-        }
-    }
+/// Whether log lines are coloured: only on a terminal, and never with `NO_COLOR` set to
+/// anything but the empty string (no-color.org); log lines redirected to a file stay text.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
+
+#[cfg(test)]
+mod tests;

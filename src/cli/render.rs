@@ -8,7 +8,7 @@ use goldset::ops::diff::{Change, Diff};
 use goldset::ops::history::LogEntry;
 use goldset::ops::reembed::ReembedSummary;
 use goldset::ops::restore::RestoreSummary;
-use goldset::ops::snapshot::{DumpSummary, LoadSummary};
+use goldset::ops::snapshot::{DumpSummary, LoadSummary, Manifest};
 use goldset::ops::verify::Verification;
 use goldset::ops::OpError;
 use goldset::report::{Report, Verdict};
@@ -160,6 +160,17 @@ impl Output {
         }
     }
 
+    /// `cache --prune/--clear --dry-run`: what would be removed.
+    pub fn cache_plan(&self, location: &str, s: &CacheSummary, clear: bool) {
+        match self.format {
+            Format::Json => self.json(json!({
+                "ok": true, "command": "cache", "dry_run": true, "database": location,
+                "would_remove": if clear { s.entries() } else { s.unused() }, "summary": s,
+            })),
+            Format::Text => self.line(super::summary::cache_plan_text(location, s, clear)),
+        }
+    }
+
     pub fn backup(&self, s: &BackupSummary) {
         match self.format {
             Format::Json => self.json(json!({"ok": true, "command": "backup", "summary": s})),
@@ -176,52 +187,29 @@ impl Output {
         }
     }
 
+    /// `backup --file -`: the backup went to stdout, so the summary goes to stderr.
+    pub fn backup_to_stdout(&self, s: &BackupSummary) {
+        if self.quiet {
+            return;
+        }
+        let mut text = format!(
+            "backup: written to stdout ({}; {}) in {:.2}s",
+            s.counts,
+            HumanBytes(s.bytes),
+            s.elapsed.as_secs_f64()
+        );
+        if !s.metadata_file.as_os_str().is_empty() {
+            text += &format!("; metadata file {}", s.metadata_file.display());
+        }
+        eprintln!("{text}");
+    }
+
     pub fn restore(&self, s: &RestoreSummary) {
         match self.format {
             Format::Json => self.json(json!({"ok": true, "command": "restore", "summary": s})),
             Format::Text => {
                 s.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
-                let mut text = if s.dry_run {
-                    format!(
-                        "restore (dry run, nothing written): would restore {}",
-                        s.restored
-                    )
-                } else {
-                    format!("restore: restored {}", s.restored)
-                };
-                text += &format!(" from {} ({})", s.file.display(), HumanBytes(s.bytes));
-                match &s.removed {
-                    Some(removed) if *removed == Inventory::default() => {
-                        text += "; the database was empty"
-                    }
-                    Some(removed) => text += &format!("; replaced {removed}"),
-                    None => {}
-                }
-                if let Some(d) = &s.difference {
-                    text += &format!(
-                        "; only the difference: {} analyses unchanged, {} changed ({} chunks rewritten, {} kept their vector), deleted {}",
-                        d.unchanged, d.changed, d.chunks_rewritten, d.vectors_kept, d.deleted
-                    );
-                }
-                if s.skipped.total_analyses > 0 {
-                    text += &format!("; skipped {} existing analyses", s.skipped.total_analyses);
-                }
-                if s.updated > 0 {
-                    text += &format!("; updated {} existing analyses", s.updated);
-                }
-                if !s.dry_run {
-                    text += &format!("; {} chunks embedded by {}", s.embedded, s.model);
-                    if s.from_cache > 0 {
-                        text += &format!(" ({} more from the embedding cache)", s.from_cache);
-                    }
-                }
-                let rate = s.restored.total_chunks as f64 / s.elapsed.as_secs_f64().max(1e-9);
-                text += &format!(
-                    " in {:.2}s ({rate:.0} chunks/s); database now holds {}",
-                    s.elapsed.as_secs_f64(),
-                    s.after
-                );
-                self.line(text);
+                self.line(super::summary::restore_text(s));
             }
         }
     }
@@ -420,6 +408,25 @@ impl Output {
         }
     }
 
+    /// `load --dry-run`: what loading the snapshot would replace (`held`: the database's
+    /// location and what it holds; `None` when it does not exist yet).
+    pub fn load_plan(
+        &self,
+        file: &std::path::Path,
+        manifest: &Manifest,
+        held: Option<&(String, Inventory)>,
+    ) {
+        match self.format {
+            Format::Json => self.json(json!({
+                "ok": true, "command": "load", "dry_run": true, "file": file,
+                "manifest": manifest,
+                "database": held.map(|(location, _)| location),
+                "holds": held.map(|(_, inventory)| inventory),
+            })),
+            Format::Text => self.line(super::summary::load_plan_text(file, manifest, held)),
+        }
+    }
+
     pub fn snapshot_report(&self, file: &std::path::Path, report: &Report) {
         let (failed, warned) = report.tally();
         match self.format {
@@ -477,10 +484,14 @@ impl Output {
             }
             OpError::Conflicts { examples, count } => {
                 for c in examples {
-                    eprintln!(
-                        "  {} {} already exists (in analysis {})",
-                        c.kind, c.id, c.owner
-                    );
+                    if c.id == c.owner {
+                        eprintln!("  {} {} already exists", c.kind, c.id);
+                    } else {
+                        eprintln!(
+                            "  {} {} already exists (in analysis {})",
+                            c.kind, c.id, c.owner
+                        );
+                    }
                 }
                 if *count > examples.len() as u64 {
                     eprintln!("  … and {} more", *count - examples.len() as u64);

@@ -7,7 +7,7 @@ use goldset::ops::restore::{restore, OnConflict, RestoreOptions};
 use goldset::ops::OpError;
 
 #[derive(Debug, clap::Args)]
-#[command(mut_arg("file", |a| a.help("The backup file to load")))]
+#[command(mut_arg("file", |a| a.help("The backup file to load (`-`: stdin)")))]
 #[command(mut_arg("no_cache", |a| a.help(
     "Embed every chunk with the model, ignoring the embedding cache (fresh vectors still \
      replace the cached ones)")))]
@@ -69,9 +69,11 @@ impl From<ConflictArg> for OnConflict {
 
 /// Restores the backup (or, with `--dry-run`, shows what would change).
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
+    // Checked before anything is built or created: a missing file leaves no empty database.
+    let file = args.file.input()?;
     let embedder = ctx.embedder()?;
     let options = RestoreOptions {
-        file: args.file.file.clone(),
+        file,
         metadata_file: args.metadata.metadata_file.clone(),
         replace: args.replace,
         on_conflict: args.on_conflict.into(),

@@ -46,6 +46,26 @@ impl Stdout {
         }
     }
 
+    /// Copies everything `input` holds (a file `backup --file -` wrote, a generated script);
+    /// after a failure of stdout, does nothing. `Err` only when reading `input` failed.
+    pub fn copy_from(&self, mut input: impl io::Read) -> io::Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        let (writer, state) = &mut *inner;
+        let mut buffer = vec![0; 1 << 16];
+        while let State::Open = state {
+            let n = match input.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = writer.write_all(&buffer[..n]) {
+                *state = failed(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether output still reaches a reader (long-running output stops early when not).
     pub fn is_open(&self) -> bool {
         matches!(self.inner.borrow().1, State::Open)

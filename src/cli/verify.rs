@@ -8,7 +8,7 @@ use goldset::ops::OpError;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
-#[command(mut_arg("file", |a| a.help("The backup file to check")))]
+#[command(mut_arg("file", |a| a.help("The backup file to check (`-`: stdin)")))]
 #[command(mut_arg("status", |a| a.help(
     "Statuses the backup covers (as given to backup --status); `all` for every analysis")))]
 pub struct VerifyArgs {
@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, args: &VerifyArgs) -> Result<i32, OpError> {
         return verify_native(ctx, snapshot, args);
     }
     let options = VerifyOptions {
-        file: args.file.file.clone(),
+        file: args.file.input()?,
         metadata_file: args.metadata.metadata_file.clone(),
         url_policy: args.urls.policy(),
         filter: args.status.filter(),

@@ -125,6 +125,13 @@ pub fn backup(
         atomic::write_file(&options.metadata_file, &metadata)
             .map_err(OpError::io(&options.metadata_file))?;
     }
+    tracing::info!(
+        bytes,
+        unchanged = unchanged_backup,
+        metadata_rewritten = !metadata_current,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "backup: done"
+    );
     Ok(BackupSummary {
         file: path.clone(),
         metadata_file: options.metadata_file.clone(),
@@ -148,6 +155,7 @@ fn write_checked<'p>(
     let path = &options.file;
     let mut snapshot = store.snapshot()?;
     let counts = snapshot.counts(&options.filter)?;
+    tracing::info!(filter = ?options.filter, %counts, file = %path.display(), "backup: writing");
     if counts.total_analyses == 0 && !options.allow_empty {
         refuse_to_empty(options)?;
     }

@@ -33,6 +33,8 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, OpError> {
         .arg("-C")
         .arg(dir)
         .args(args)
+        // Untranslated messages, which `log` recognises.
+        .env("LC_ALL", "C")
         .output()
         .map_err(cannot_run_git)?;
     if !out.status.success() {
@@ -62,9 +64,25 @@ pub fn log(file: &Path, max: usize) -> Result<Vec<LogEntry>, OpError> {
         .ok_or_else(|| OpError::Refused(format!("{} is not a file name", file.display())))?
         .to_string_lossy()
         .into_owned();
-    let prefix = git(&dir, &["rev-parse", "--show-prefix"])?
-        .trim()
-        .to_owned();
+    // The folder first: git's own messages for these ("fatal: cannot change to …", "fatal:
+    // not a git repository (or any of the parent directories): .git") say less.
+    if !dir.is_dir() {
+        return Err(OpError::Io {
+            path: dir,
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let prefix = match git(&dir, &["rev-parse", "--show-prefix"]) {
+        Ok(prefix) => prefix.trim().to_owned(),
+        Err(OpError::Tool { reason, .. }) if reason.contains("not a git repository") => {
+            return Err(OpError::Refused(format!(
+                "{} is not in a git repository: `goldset log` shows the history of a backup \
+                 file committed to git",
+                file.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let path_in_repo = format!("{prefix}{name}");
     let count = (max + 1).to_string();
     let listing = git(

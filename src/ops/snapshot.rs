@@ -66,7 +66,10 @@ fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((bytes, hex))
 }
 
-fn read_manifest(snapshot: &Path) -> Result<Manifest, OpError> {
+/// Reads the manifest of `snapshot`, after making sure the snapshot itself is there (a missing
+/// snapshot is named as such, not as a missing manifest).
+pub fn read_manifest(snapshot: &Path) -> Result<Manifest, OpError> {
+    std::fs::metadata(snapshot).map_err(OpError::io(snapshot))?;
     let path = manifest_path(snapshot);
     let text = std::fs::read_to_string(&path).map_err(OpError::io(&path))?;
     let manifest: Manifest = match serde_json::from_str(&text) {
@@ -223,6 +226,8 @@ pub fn load(
 /// Checks a snapshot against its manifest without loading it.
 pub fn verify_snapshot(file: &Path, tools: &NativeTools) -> Result<Report, OpError> {
     let mut report = Report::default();
+    // A snapshot that is not there is an I/O error (exit 2, as for `load`), not a failed check.
+    std::fs::metadata(file).map_err(OpError::io(file))?;
     let manifest = match read_manifest(file) {
         Ok(m) => m,
         Err(e) => {

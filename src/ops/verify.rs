@@ -118,7 +118,12 @@ pub fn verify(
         }
     };
 
+    tracing::info!(
+        file = %path.display(), %counts, elapsed_ms = started.elapsed().as_millis() as u64,
+        "verify: file read and checked"
+    );
     if let Some((store, embedder)) = database {
+        tracing::info!(database = %store.location(), "verify: checking the database");
         check_database(
             store,
             embedder,

@@ -137,6 +137,12 @@ pub fn restore(
     };
     let mut plan = Plan::make(&mut *tx, embedder, options)?;
     plan.any_status = owned;
+    tracing::info!(
+        file = %path.display(), bytes, replace = options.replace,
+        by_difference = plan.by_difference, empty_at_start = plan.empty_at_start,
+        stream = plan.stream, model = embedder.model_id(), dry_run = options.dry_run,
+        "restore: transaction open, reading the file"
+    );
     progress.start("restore", bytes, Unit::Bytes);
     let counting_chunks = AtomicBool::new(false);
     let mut writer = Writer {
@@ -160,6 +166,11 @@ pub fn restore(
     };
     let (validator, read, written) = run_stages(&mut writer, file, plan.stream, &counting_chunks);
     progress.finish();
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        restored = %writer.tally.restored, embedded = writer.tally.embedded,
+        from_cache = writer.tally.from_cache, "restore: file read, embedded and written"
+    );
     let (in_file, warnings) = check_file(path, validator, read, &written, metadata_file)?;
     written?;
     if writer.conflicts > 0 {
@@ -187,7 +198,12 @@ pub fn restore(
     }
     let after = tx.inventory()?;
     if !options.dry_run {
+        let committing = Instant::now();
         tx.commit()?;
+        tracing::info!(
+            elapsed_ms = committing.elapsed().as_millis() as u64,
+            "restore: committed"
+        );
     }
     Ok(RestoreSummary {
         file: path.clone(),

@@ -97,13 +97,35 @@ impl PostgresStore {
     pub fn open(url: &str, options: &OpenOptions) -> Result<Self> {
         connect::valid_schema(&options.schema)?;
         let config = connect::config(url)?;
-        let client = config
+        let started = std::time::Instant::now();
+        tracing::debug!(
+            hosts = ?config.get_hosts(),
+            ports = ?config.get_ports(),
+            user = config.get_user().unwrap_or_default(),
+            dbname = config.get_dbname().unwrap_or_default(),
+            ssl_mode = ?config.get_ssl_mode(),
+            "connecting to PostgreSQL"
+        );
+        let mut client = config
             .clone()
             .connect(tls::LazyTls)
             .map_err(|e| StoreError::Connect {
                 location: redact_url(url),
                 reason: describe(&e),
             })?;
+        if tracing::enabled!(tracing::Level::INFO) {
+            let version: String = client
+                .query_one("SHOW server_version", &[])
+                .map(|row| row.get(0))
+                .unwrap_or_default();
+            tracing::info!(
+                url = %redact_url(url),
+                server_version = version,
+                schema = options.schema,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "connected to PostgreSQL"
+            );
+        }
         let (location, names, layout) = match &options.mapping {
             None => (
                 format!("{} (schema {})", redact_url(url), options.schema),

@@ -51,11 +51,27 @@ impl SqliteStore {
     /// and migrates its schema. Without `options.wait_for_lock`, a second writer fails at once.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let create = options.create;
+        tracing::debug!(
+            path = %path.display(),
+            exists = path.exists(),
+            create,
+            read_only = options.read_only,
+            "opening SQLite database"
+        );
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            // The database file is created, never the folders above it: a mistyped path must
+            // not leave a tree of folders behind.
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(StoreError::file(dir))?;
+                if !dir.is_dir() {
+                    return Err(StoreError::Missing(format!(
+                        "the folder {} does not exist: create it first, or choose another \
+                         path for the database file {}",
+                        dir.display(),
+                        path.display()
+                    )));
+                }
             }
         } else if !path.exists() {
             return Err(StoreError::Missing(format!(
