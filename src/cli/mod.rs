@@ -274,6 +274,16 @@ impl Context<'_> {
 
     /// The configured embedder (`--embedder`, else the default with a note on stderr).
     fn embedder(&self) -> Result<Box<dyn Embedder>, OpError> {
+        self.make_embedder(false)
+    }
+
+    /// The configured embedder, built only when a text must be embedded (`openai:`: a
+    /// restore whose texts are all cached never contacts the server).
+    fn lazy_embedder(&self) -> Result<Box<dyn Embedder>, OpError> {
+        self.make_embedder(true)
+    }
+
+    fn make_embedder(&self, lazy: bool) -> Result<Box<dyn Embedder>, OpError> {
         let g = self.global;
         let settings = embedders::EmbedderSettings {
             openai_base_url: g.openai_base_url.clone(),
@@ -293,7 +303,11 @@ impl Context<'_> {
                 spec
             }
         };
-        Ok(embedders::from_spec(&spec, &settings)?)
+        Ok(if lazy {
+            embedders::from_spec_lazy(&spec, &settings)?
+        } else {
+            embedders::from_spec(&spec, &settings)?
+        })
     }
 
     /// Progress bars on stderr, shown on a terminal for text output without `--quiet`.

@@ -63,7 +63,7 @@ impl From<ConflictArg> for OnConflict {
 
 /// Restores the backup (or, with `--dry-run`, shows what would change).
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
-    let embedder = ctx.embedder()?;
+    let embedder = ctx.lazy_embedder()?;
     let options = RestoreOptions {
         file: args.file.file.clone(),
         metadata_file: args.metadata.metadata_file.clone(),

@@ -139,6 +139,32 @@ pub struct ChunkText {
     pub content: String,
 }
 
+/// A new embedding for a stored chunk (see [`WriteTransaction::set_embeddings`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingUpdate<'a> {
+    /// The chunk's id.
+    pub id: Uuid,
+    /// The vector.
+    pub vector: &'a [f32],
+    /// SHA-256 of the text the vector was made from (as read with the chunk), recorded so that
+    /// a later change of the text is found stale.
+    pub text_sha256: ContentDigest,
+}
+
+/// Where the stored embeddings came from, as far as the database records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// Embedded chunks whose text is no longer the text their embedding was made from.
+    pub stale: u64,
+    /// Their ids, in id order (as many as asked for).
+    pub stale_ids: Vec<String>,
+    /// Embedded chunks with no record of the text their embedding was made from (embedded
+    /// before goldset recorded it, or by an application on its own).
+    pub unknown: u64,
+    /// The first of them, in id order.
+    pub unknown_ids: Vec<String>,
+}
+
 /// An embedding as stored in BLOB/bytea columns: little-endian `f32`s.
 pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -288,6 +314,12 @@ pub trait Store: Send {
     /// PostgreSQL, which reuses the space for later rows (autovacuum) and whose plain `VACUUM`
     /// would not shrink the files.
     fn reclaim_space(&mut self) -> Result<Option<Compaction>>;
+    /// The ids of every chunk whose stored embedding was made from another text than the
+    /// chunk's current one, in id order (see [`ReadSnapshot::embedding_provenance`]). Chunks
+    /// of unknown provenance are not among them.
+    fn stale_chunk_ids(&mut self) -> Result<Vec<String>> {
+        Ok(self.snapshot()?.embedding_provenance(None)?.stale_ids)
+    }
 }
 
 /// A consistent view of a store: everything read through it belongs to one moment.
@@ -311,6 +343,11 @@ pub trait ReadSnapshot {
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth>;
     /// The models and dimensions of the embeddings, with chunk counts.
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
+    /// Compares each embedded chunk's text with the SHA-256 recorded for its embedding
+    /// (goldset's `embedding_sha256` column, or `goldset_embeddings` beside an application's
+    /// tables): the stale chunks (all ids, or the first `limit`) and those of unknown
+    /// provenance (the first few).
+    fn embedding_provenance(&mut self, limit: Option<usize>) -> Result<Provenance>;
 }
 
 /// How one analysis changes when `restore --replace` applies only the difference: the file's
@@ -429,10 +466,13 @@ pub trait WriteTransaction {
         dimension: usize,
         digests: &[ContentDigest],
     ) -> Result<Vec<Option<Vec<f32>>>>;
+    /// The length of the vectors the embedding cache holds for `model` (one entry's), if any.
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>>;
     /// Adds vectors to the embedding cache, replacing entries of the same key.
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()>;
-    /// Up to `limit` chunks, in id order after `after`, whose embedding is missing or was not
-    /// made by `model` with `dimension` values.
+    /// Up to `limit` chunks, in id order after `after`, whose embedding is missing, was not
+    /// made by `model` with `dimension` values, or was not made from the chunk's current text
+    /// as far as the database records it (stale, or of unknown provenance).
     fn chunks_needing_embedding(
         &mut self,
         model: &str,
@@ -440,8 +480,12 @@ pub trait WriteTransaction {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ChunkText>>;
-    /// Replaces the embeddings of these chunks with vectors made by `model`.
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()>;
+    /// Up to `limit` chunks, in id order after `after`, whose embedding was made from another
+    /// text than their current one (chunks of unknown provenance are not stale).
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>>;
+    /// Replaces the embeddings of these chunks with vectors made by `model`, recording the
+    /// digest of the text each was made from.
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()>;
     /// Removes the embedding cache's entries that no chunk uses (with `everything`, all of
     /// them); returns how many entries and how many bytes of vectors went.
     fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)>;

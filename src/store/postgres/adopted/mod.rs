@@ -16,8 +16,8 @@ mod rows;
 use super::super::catalog::Catalog;
 use super::super::layout::{quote_name as q, Layout};
 use super::super::{
-    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, Existing, Inventory, Patch,
-    RecordKind, Result, StoreError, WriteTransaction,
+    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, EmbeddingUpdate, Existing,
+    Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::cache;
 use super::connect::quote;
@@ -164,6 +164,20 @@ impl<'c> AdoptedWrite<'c> {
             .map(|id| self.layout.ids.text(&id))
             .collect()
     }
+}
+
+/// The (id, content) rows of a chunk query, ids in any of the mapping's text forms.
+fn chunk_texts(rows: &[postgres::Row]) -> Result<Vec<ChunkText>> {
+    rows.iter()
+        .map(|r| {
+            let text: String = r.get(0);
+            Ok(ChunkText {
+                id: Uuid::try_parse(text.trim())
+                    .map_err(|e| StoreError::Corrupt(format!("chunk id {text:?}: {e}")))?,
+                content: r.get(1),
+            })
+        })
+        .collect()
 }
 
 impl WriteTransaction for AdoptedWrite<'_> {
@@ -369,6 +383,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
         )
     }
 
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>> {
+        cache::dimension(&mut *self.client, &self.names.cache, model)
+    }
+
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
         cache::store(&mut *self.client, &self.names.cache, model, entries)
     }
@@ -395,41 +413,54 @@ impl WriteTransaction for AdoptedWrite<'_> {
         } else {
             format!(" OR {} IS DISTINCT FROM $4", reading.dimension())
         };
+        // A record made for another text than the chunk's current one is stale.
         let sql = format!(
             "SELECT c.{id}::text, c.{content} FROM {table} c {join}
+                    LEFT JOIN {records} p ON p.chunk_id = c.{id}::text
               WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type})
-                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims})
+                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims}
+                     OR p.content_sha256 <> sha256(convert_to(c.{content}, 'UTF8')))
               ORDER BY c.{id} LIMIT $3",
             id = q(&c.id),
             content = q(&c.content),
             table = q(&c.table),
             emb = q(&c.embedding),
+            records = self.names.embeddings,
         );
         let (limit, dimension) = (limit as i64, dimension as i32);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &model, &limit];
         if !dimension_fixed {
             params.push(&dimension);
         }
-        let rows = self.client.query(&sql, &params)?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.get(0);
-                Ok(ChunkText {
-                    id: Uuid::try_parse(text.trim())
-                        .map_err(|e| StoreError::Corrupt(format!("chunk id {text:?}: {e}")))?,
-                    content: r.get(1),
-                })
-            })
-            .collect()
+        chunk_texts(&self.client.query(&sql, &params)?)
     }
 
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>> {
+        let c = &self.layout.chunks;
+        let after = after.map(|id| self.layout.ids.text(&id));
+        let sql = format!(
+            "SELECT c.{id}::text, c.{content} FROM {table} c
+                    JOIN {records} p ON p.chunk_id = c.{id}::text
+              WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type}) AND c.{emb} IS NOT NULL
+                AND p.content_sha256 <> sha256(convert_to(c.{content}, 'UTF8'))
+              ORDER BY c.{id} LIMIT $2",
+            id = q(&c.id),
+            content = q(&c.content),
+            table = q(&c.table),
+            emb = q(&c.embedding),
+            records = self.names.embeddings,
+            id_type = self.type_of(&c.table, &c.id),
+        );
+        chunk_texts(&self.client.query(&sql, &[&after, &(limit as i64)])?)
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()> {
         let l = self.layout;
         let c = &l.chunks;
-        let ids: Vec<String> = updates.iter().map(|(id, _)| l.ids.text(id)).collect();
+        let ids: Vec<String> = updates.iter().map(|u| l.ids.text(&u.id)).collect();
         let vectors: Vec<String> = updates
             .iter()
-            .map(|(_, v)| vector_text(v, l.embedding))
+            .map(|u| vector_text(u.vector, l.embedding))
             .collect();
         let model_set = match &c.embedding_model {
             Some(column) => format!(", {} = $3", q(column)),
@@ -448,7 +479,9 @@ impl WriteTransaction for AdoptedWrite<'_> {
             ),
             &[&ids, &vectors, &model],
         )?;
-        self.record_models(model, &ids)
+        let digests: Vec<(Uuid, ContentDigest)> =
+            updates.iter().map(|u| (u.id, u.text_sha256)).collect();
+        self.record_digests(model, &digests)
     }
 
     fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {

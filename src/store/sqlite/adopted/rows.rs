@@ -61,6 +61,17 @@ impl AdoptedWrite<'_> {
         Ok(())
     }
 
+    /// Records that `model` embedded the chunk `id` (stored text) from a text of this digest.
+    pub(super) fn record_digest(&self, model: &str, id: &Value, digest: &[u8; 32]) -> Result<()> {
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {MODEL_TABLE} (chunk_id, model, content_sha256)
+                 VALUES (?1, ?2, ?3)"
+            ))?
+            .execute(params![id, model, &digest[..]])?;
+        Ok(())
+    }
+
     /// The analysis row's columns and values.
     pub(super) fn analysis_row<'l>(&'l self, a: &Analysis) -> (Vec<&'l str>, Vec<Value>) {
         let l = self.layout;
