@@ -677,7 +677,8 @@ layout_test! {
         let vectors = || {
             let query = match layout {
                 Layout::SeedSqlite => format!("SELECT {id} || ' ' || hex(embedding) FROM {table} ORDER BY 1"),
-                _ => format!("SELECT {id}::text || ' ' || embedding::text FROM {table} ORDER BY 1"),
+                Layout::SeedPostgres => format!("SELECT {id}::text || ' ' || embedding::text FROM {table} ORDER BY 1"),
+                Layout::OtherPostgres => format!("SELECT {id}::text || ' ' || vec::text FROM {table} ORDER BY 1"),
             };
             app.column(&query)
         };

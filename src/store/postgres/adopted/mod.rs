@@ -466,6 +466,12 @@ impl WriteTransaction for AdoptedWrite<'_> {
             Some(column) => format!(", {} = $3", q(column)),
             None => String::new(),
         };
+        // The model goes in its column where the application has one (else into goldset's
+        // record, below): a parameter the statement does not use is refused.
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids, &vectors];
+        if c.embedding_model.is_some() {
+            params.push(&model);
+        }
         self.client.execute(
             &format!(
                 "UPDATE {table} AS c SET {emb} = u.e::{emb_type}{model_set}
@@ -477,7 +483,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
                 id = q(&c.id),
                 id_type = self.type_of(&c.table, &c.id),
             ),
-            &[&ids, &vectors, &model],
+            &params[..],
         )?;
         let digests: Vec<(Uuid, ContentDigest)> =
             updates.iter().map(|u| (u.id, u.text_sha256)).collect();
