@@ -539,7 +539,7 @@ fn report_lines(report: &Report, failures_only: bool) -> Vec<String> {
                 if r.problems == 1 { "" } else { "s" }
             ),
         };
-        lines.push(format!("  {tag}  {:<16} {detail}", r.check.name()));
+        lines.push(format!("  {tag}  {:<19} {detail}", r.check.name()));
         if matches!(r.verdict, Verdict::Fail | Verdict::Warning) {
             for e in &r.examples {
                 lines.push(format!("          {e}"));

@@ -239,7 +239,9 @@ fn reembed_stale(
         .find(|m| m.model != model && !m.model.is_empty())
     {
         return Err(OpError::Refused(format!(
-            "the database holds {} chunks embedded by {}; `reembed --stale` re-embeds only the              stale chunks, with the model of the others: give --embedder for {} (or reembed              every chunk with the new model: `goldset reembed` without --stale)",
+            "the database holds {} chunks embedded by {}; `reembed --stale` re-embeds only the \
+             stale chunks, with the model of the others: give --embedder for {} (or reembed \
+             every chunk with the new model: `goldset reembed` without --stale)",
             other.chunks, other.model, other.model
         )));
     }
