@@ -45,8 +45,10 @@ pub enum Check {
     DbExtra,
     /// No chunk or artifact without its analysis.
     DbOrphans,
-    /// Every chunk has an embedding of the configured model and dimension.
+    /// Every chunk has an embedding, all of one model and dimension (the demanded one, if any).
     DbEmbeddings,
+    /// Every embedding was made from its chunk's current text.
+    DbStaleEmbeddings,
     /// A snapshot's manifest is present and readable.
     SnapshotManifest,
     /// A snapshot's size and SHA-256 equal its manifest's.
@@ -78,6 +80,7 @@ impl Check {
             Check::DbExtra => "db_extra",
             Check::DbOrphans => "db_orphans",
             Check::DbEmbeddings => "db_embeddings",
+            Check::DbStaleEmbeddings => "db_stale_embeddings",
             Check::SnapshotManifest => "snapshot_manifest",
             Check::SnapshotChecksum => "snapshot_checksum",
             Check::SnapshotReadable => "snapshot_readable",

@@ -749,3 +749,55 @@ layout_test! {
         assert!(stderr(&refused).contains("\"Mars/Olympus\" is not a time zone"), "{}", stderr(&refused));
     }
 }
+
+layout_test! {
+    /// A chunk the application rewrote keeps the vector of its old text: `verify` names it as
+    /// stale (goldset's record beside the application's tables holds the text's SHA-256), and
+    /// `reembed --stale` embeds that chunk again and no other.
+    fn a_chunk_rewritten_by_the_app_is_stale_until_reembed_stale(layout) {
+        let app = adopted(layout);
+        app.ok(&["backup", "-q", "--file", "golden.json"]);
+        let (table, text, id) = (
+            layout.chunks_table(),
+            layout.chunk_text_column(),
+            layout.chunk_id_column(),
+        );
+        let vectors = || {
+            let query = match layout {
+                Layout::SeedSqlite => format!("SELECT {id} || ' ' || hex(embedding) FROM {table} ORDER BY 1"),
+                Layout::SeedPostgres => format!("SELECT {id}::text || ' ' || embedding::text FROM {table} ORDER BY 1"),
+                Layout::OtherPostgres => format!("SELECT {id}::text || ' ' || vec::text FROM {table} ORDER BY 1"),
+            };
+            app.column(&query)
+        };
+        let before = vectors();
+        let victim = app.first_chunk_id();
+        let named = uuid::Uuid::try_parse(&victim).unwrap().to_string();
+        app.sql(&format!(
+            "UPDATE {table} SET {text} = {text} || ' (rewritten by the app)' WHERE {id} = '{victim}'"
+        ));
+        let out = app.run(&["verify", "--file", "golden.json", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let stale = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "db_stale_embeddings")
+            .unwrap();
+        assert_eq!(stale["verdict"], "fail", "{stale}");
+        assert_eq!(stale["problems"], 1, "{stale}");
+        assert!(stale["examples"][0].as_str().unwrap().contains(&named), "{stale}");
+
+        let out = app.ok(&["reembed", "--stale", "--format", "json"]);
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(summary["summary"]["embedded"], 1, "{summary}");
+        let after = vectors();
+        let changed: Vec<_> = before.iter().filter(|v| !after.contains(v)).collect();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(changed[0].starts_with(&victim), "{changed:?}");
+        // The database now matches what it holds; only the edit itself differs from the file.
+        app.ok(&["backup", "-q", "--file", "now.json"]);
+        app.ok(&["verify", "--file", "now.json"]);
+    }
+}

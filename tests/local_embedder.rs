@@ -74,9 +74,11 @@ model_test! {
             "--file",
             sample().to_str().unwrap(),
         ]);
-        // The hash embedder is another model: verify says so.
+        // Without --embedder, verify loads no model and demands none (issue 15); the hash
+        // embedder is another model: demanded, verify says so.
+        ws.ok(&["verify", "--file", sample().to_str().unwrap()]);
         assert_eq!(
-            ws.run(&["verify", "--file", sample().to_str().unwrap()])
+            ws.run(&["--embedder", "hash", "verify", "--file", sample().to_str().unwrap()])
                 .status
                 .code(),
             Some(1)

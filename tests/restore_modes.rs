@@ -231,12 +231,11 @@ store_test! {
             "--file",
             sample().to_str().unwrap(),
         ]);
-        let out = ws.run(&["verify", "--file", sample().to_str().unwrap()]);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "the default model is another one"
-        );
+        // Without --embedder, verify demands no model (issue 15): one model throughout is
+        // enough. Demanding another one fails.
+        ws.ok(&["verify", "--file", sample().to_str().unwrap()]);
+        let out = ws.run(&["--embedder", "hash", "verify", "--file", sample().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "hash is another model than hash:64");
     }
 }
 
@@ -305,7 +304,24 @@ store_test! {
                 assert_eq!(now.as_ref(), Some(row), "{id}: same row, same vector");
             }
         }
-        // verify compares every record of the file with the database's.
+        // Every vector written row by row records the digest of its text (none is of unknown
+        // provenance, none stale), and verify compares every record of the file with the
+        // database's.
+        let unknown = ws.rows(
+            "SELECT CAST(count(*) AS TEXT) FROM chunks WHERE embedding_sha256 IS NULL",
+            "SELECT count(*)::text FROM chunks WHERE embedding_sha256 IS NULL",
+        );
+        assert_eq!(unknown, vec!["0"]);
+        let recorded = ws.rows(
+            &format!("SELECT lower(hex(embedding_sha256)) FROM chunks WHERE id = '{edited_chunk}'"),
+            &format!("SELECT encode(embedding_sha256, 'hex') FROM chunks WHERE id = '{edited_chunk}'"),
+        );
+        use sha2::Digest;
+        let expected: String = sha2::Sha256::digest("A revised text for this chunk.")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(recorded, vec![expected]);
         ws.ok(&["verify", "--file", "edited.json"]);
         let by_difference = ws.fingerprint();
 

@@ -35,6 +35,7 @@ mod restore_modes;
 mod round_trip;
 mod round_trip_property;
 mod snapshots;
+mod stale;
 mod stored_rows;
 mod verify_database;
 mod workflows;

@@ -407,6 +407,16 @@ impl Context<'_> {
     /// The configured embedder (`--embedder`, else the default, with a note on stderr when it
     /// first embeds something).
     fn embedder(&self) -> Result<Box<dyn Embedder>, OpError> {
+        self.make_embedder(false)
+    }
+
+    /// The configured embedder, built only when a text must be embedded (`openai:`: a
+    /// restore whose texts are all cached never contacts the server).
+    fn lazy_embedder(&self) -> Result<Box<dyn Embedder>, OpError> {
+        self.make_embedder(true)
+    }
+
+    fn make_embedder(&self, lazy: bool) -> Result<Box<dyn Embedder>, OpError> {
         let g = self.global;
         let settings = embedders::EmbedderSettings {
             openai_base_url: g.openai_base_url.clone(),
@@ -423,9 +433,14 @@ impl Context<'_> {
             None => embedders::default_spec(),
         };
         let started = std::time::Instant::now();
-        let embedder = embedders::from_spec(&spec, &settings)?;
+        let embedder = if lazy {
+            embedders::from_spec_lazy(&spec, &settings)?
+        } else {
+            embedders::from_spec(&spec, &settings)?
+        };
         tracing::info!(
             spec,
+            lazy,
             model = embedder.model_id(),
             dimension = embedder.dimension(),
             elapsed_ms = started.elapsed().as_millis() as u64,

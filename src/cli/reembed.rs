@@ -9,8 +9,12 @@ use goldset::ops::OpError;
 pub struct ReembedArgs {
     /// Commit every N chunks instead of once at the end: an interrupted run keeps what it
     /// committed, and running it again carries on where it stopped.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "stale")]
     batch_commit: Option<usize>,
+    /// Only the chunks whose text changed since their embedding was made (`verify` names
+    /// them), with the model of the others, in one transaction.
+    #[arg(long)]
+    stale: bool,
     #[command(flatten)]
     pub cache: CacheUse,
     #[command(flatten)]
@@ -19,10 +23,11 @@ pub struct ReembedArgs {
 
 /// Embeds the chunks that lack the configured model's embedding.
 pub fn run(ctx: &Context, args: &ReembedArgs) -> Result<i32, OpError> {
-    let embedder = ctx.embedder()?;
+    let embedder = ctx.lazy_embedder()?;
     let options = ReembedOptions {
         batch_commit: args.batch_commit.filter(|&n| n > 0),
         use_cache: args.cache.use_cache(),
+        stale: args.stale,
     };
     let mut store = ctx.open_store(Create::No, args.lock.wait())?;
     let summary = reembed(store.as_mut(), embedder.as_ref(), &options, &ctx.progress())?;

@@ -217,6 +217,32 @@ impl Output {
     pub fn reembed(&self, s: &ReembedSummary) {
         match self.format {
             Format::Json => self.json(json!({"ok": true, "command": "reembed", "summary": s})),
+            Format::Text if s.stale.is_some() => {
+                let done = s.embedded + s.from_cache;
+                let mut text = format!(
+                    "reembed --stale: {done} stale chunk{} embedded again by {} ({} dimensions)",
+                    if done == 1 { "" } else { "s" },
+                    s.model,
+                    s.dimension
+                );
+                let ids = s.stale.as_deref().unwrap_or_default();
+                if !ids.is_empty() {
+                    let more = done.saturating_sub(ids.len() as u64);
+                    text += &format!(": {}", ids.join(", "));
+                    if more > 0 {
+                        text += &format!(" and {more} more");
+                    }
+                }
+                if s.from_cache > 0 {
+                    text += &format!(" ({} from the embedding cache)", s.from_cache);
+                }
+                text += &format!(
+                    "; {} other chunks left alone; in {:.2}s",
+                    s.up_to_date,
+                    s.elapsed.as_secs_f64()
+                );
+                self.line(text);
+            }
             Format::Text => {
                 let done = s.embedded + s.from_cache;
                 let mut text = format!(
@@ -524,7 +550,7 @@ fn report_lines(report: &Report, failures_only: bool) -> Vec<String> {
                 if r.problems == 1 { "" } else { "s" }
             ),
         };
-        lines.push(format!("  {tag}  {:<16} {detail}", r.check.name()));
+        lines.push(format!("  {tag}  {:<19} {detail}", r.check.name()));
         if matches!(r.verdict, Verdict::Fail | Verdict::Warning) {
             for e in &r.examples {
                 lines.push(format!("          {e}"));

@@ -71,7 +71,7 @@ impl From<ConflictArg> for OnConflict {
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
     // Checked before anything is built or created: a missing file leaves no empty database.
     let file = args.file.input()?;
-    let embedder = ctx.embedder()?;
+    let embedder = ctx.lazy_embedder()?;
     let options = RestoreOptions {
         file,
         metadata_file: args.metadata.metadata_file.clone(),

@@ -45,9 +45,15 @@ pub fn run(ctx: &Context, args: &VerifyArgs) -> Result<i32, OpError> {
     let verification = if args.file_only {
         verify(None, &options, &bar)?
     } else {
-        let embedder = ctx.embedder()?;
+        // No model is loaded or asked: a configured embedder only names the model demanded.
+        let demanded = ctx
+            .global
+            .embedder
+            .as_deref()
+            .map(goldset::embed::model_of_spec)
+            .transpose()?;
         let mut store = ctx.open_existing()?;
-        verify(Some((store.as_mut(), embedder.as_ref())), &options, &bar)?
+        verify(Some((store.as_mut(), demanded.as_ref())), &options, &bar)?
     };
     ctx.out.verification(&verification);
     Ok(if verification.report.has_errors() {

@@ -8,6 +8,7 @@
 
 mod hash;
 mod key;
+mod lazy;
 #[cfg(feature = "local")]
 pub mod local;
 #[cfg(feature = "openai")]
@@ -15,6 +16,7 @@ pub mod openai;
 
 pub use hash::HashEmbedder;
 pub use key::ApiKey;
+pub use lazy::LazyEmbedder;
 #[cfg(feature = "local")]
 pub use local::LocalEmbedder;
 #[cfg(feature = "openai")]
@@ -56,6 +58,19 @@ pub trait Embedder: Send + Sync {
     /// cache (true for real models; false for `hash`, which is cheaper than the lookup).
     fn worth_caching(&self) -> bool {
         true
+    }
+    /// Settles the dimension before anything is embedded. `known` is what the database holds
+    /// for this model id (its embedding cache, its chunks): an embedder that has not met its
+    /// model yet ([`LazyEmbedder`]) takes it on trust and meets the model only when a text must
+    /// be embedded; the others return their own dimension.
+    fn settle_dimension(&self, known: Option<usize>) -> Result<usize, EmbedError> {
+        let _ = known;
+        Ok(self.dimension())
+    }
+    /// Whether [`Embedder::settle_dimension`] would use a `known` dimension (only an embedder
+    /// that has not met its model yet does): callers look it up only then.
+    fn wants_dimension_hint(&self) -> bool {
+        false
     }
 }
 
@@ -185,6 +200,29 @@ pub fn from_spec(spec: &str, settings: &EmbedderSettings) -> Result<Box<dyn Embe
             return Err(not_built(spec, "openai"));
         }
     })
+}
+
+/// Like [`from_spec`], but an `openai:` embedder is built (and its server probed) only when a
+/// text must be embedded ([`LazyEmbedder`]): a restore whose texts are all in the embedding
+/// cache never contacts the server. Other specs are built at once (`hash` costs nothing; a
+/// `local:` model's id depends on its weights).
+pub fn from_spec_lazy(
+    spec: &str,
+    settings: &EmbedderSettings,
+) -> Result<Box<dyn Embedder>, EmbedError> {
+    match parse(spec)? {
+        #[cfg(feature = "openai")]
+        Spec::OpenAi(model) => {
+            let (model, settings) = (model.to_owned(), settings.clone());
+            Ok(Box::new(LazyEmbedder::new(
+                openai::model_id(&model),
+                move || {
+                    Ok(Box::new(OpenAiEmbedder::connect(&model, &settings)?) as Box<dyn Embedder>)
+                },
+            )))
+        }
+        _ => from_spec(spec, settings),
+    }
 }
 
 /// The model a spec names, as far as it is known without loading a model or asking a server.

@@ -307,6 +307,7 @@ impl<'c> Roles<'c> {
             section_path: Matcher::optional(c, SECTION_PATH, &taken),
             content_type: m.find(c, "content_type", CONTENT_TYPE, &taken)?,
             embedding_model: Matcher::optional(c, EMBEDDING_MODEL, &taken),
+            embedding_sha256: None,
             embedding: m.find(c, "embedding", EMBEDDING, &taken)?,
             id,
             analysis_id: owner,
@@ -439,6 +440,7 @@ fn status_words(allowed: &[String], problems: &mut Vec<String>) -> BTreeMap<Stri
 fn is_seed_layout(l: &Layout) -> bool {
     let mut own = Layout::own(None);
     own.chunks.embedding_model = None;
+    own.chunks.embedding_sha256 = None;
     own.owned = false;
     own.ids = l.ids;
     own.timestamps = l.timestamps;

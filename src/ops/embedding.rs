@@ -37,6 +37,30 @@ impl Lookup {
     }
 }
 
+/// Settles the embedder's dimension before anything is embedded. An embedder that has not met
+/// its model yet (`openai:`, see [`crate::embed::LazyEmbedder`]) takes the dimension the
+/// database holds for its model id — its chunks', else its embedding cache's — so that a run
+/// whose texts are all cached never contacts the server; with nothing held, it meets the model
+/// now.
+pub fn settle_dimension(
+    tx: &mut dyn WriteTransaction,
+    embedder: &dyn Embedder,
+) -> Result<usize, OpError> {
+    if !embedder.wants_dimension_hint() {
+        return Ok(embedder.dimension());
+    }
+    let model = embedder.model_id();
+    let known = match tx
+        .embedding_models()?
+        .into_iter()
+        .find(|m| m.model == model)
+    {
+        Some(m) => Some(m.dimension),
+        None => tx.cached_dimension(model)?,
+    };
+    Ok(embedder.settle_dimension(known)?)
+}
+
 /// Looks `texts` up in the embedding cache. With `read_cache` false (`--no-cache`) nothing is
 /// read, but the digests are still computed so that fresh vectors can be remembered.
 pub fn lookup(

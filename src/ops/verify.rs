@@ -1,15 +1,17 @@
 //! `verify`: prove that a backup file is intact and, unless `file_only`, that the database holds
-//! exactly what the file covers, with every chunk embedded by the configured model.
+//! exactly what the file covers, every chunk embedded by one model (the one demanded, if any)
+//! from its current text. No embedder is loaded or called: the database's records say which
+//! model made each embedding, and from which text.
 
 use super::restore::metadata_file_state;
 use super::{OpError, Progress, Unit};
-use crate::embed::Embedder;
+use crate::embed::ModelRef;
 use crate::format::reader::{read_backup, Item, ReadError};
 use crate::format::validate::{UrlPolicy, Validator};
 use crate::format::writer::write_canonical;
 use crate::model::{Analysis, Counts, StatusFilter};
 use crate::report::{Check, Report};
-use crate::store::Store;
+use crate::store::{EmbeddingModel, ReadSnapshot, Store};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -58,9 +60,10 @@ fn digest(analysis: &Analysis, buffer: &mut Vec<u8>) -> ContentDigest {
 }
 
 /// Verifies `options.file`, and the database against it when `database` is given (with the
-/// embedder whose model the embeddings must come from).
+/// model the embeddings must come from, when one is demanded; otherwise they must all come
+/// from one model, whichever it is).
 pub fn verify(
-    database: Option<(&mut dyn Store, &dyn Embedder)>,
+    database: Option<(&mut dyn Store, Option<&ModelRef>)>,
     options: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<Verification, OpError> {
@@ -122,11 +125,11 @@ pub fn verify(
         file = %path.display(), %counts, elapsed_ms = started.elapsed().as_millis() as u64,
         "verify: file read and checked"
     );
-    if let Some((store, embedder)) = database {
+    if let Some((store, demanded)) = database {
         tracing::info!(database = %store.location(), "verify: checking the database");
         check_database(
             store,
-            embedder,
+            demanded,
             &mut report,
             digests,
             &options.filter,
@@ -143,7 +146,7 @@ pub fn verify(
 
 fn check_database(
     store: &mut dyn Store,
-    embedder: &dyn Embedder,
+    demanded: Option<&ModelRef>,
     report: &mut Report,
     mut expected: HashMap<Uuid, ContentDigest>,
     filter: &StatusFilter,
@@ -200,17 +203,107 @@ fn check_database(
         Check::DbOrphans,
         "every chunk and artifact has its analysis",
     );
-    let health = snapshot.embedding_health(embedder.model_id(), embedder.dimension())?;
+    check_embeddings(&mut *snapshot, demanded, report)?;
+    check_provenance(&mut *snapshot, report)
+}
+
+/// Every chunk has an embedding, all of one model and dimension — the demanded one, if any.
+fn check_embeddings(
+    snapshot: &mut dyn ReadSnapshot,
+    demanded: Option<&ModelRef>,
+    report: &mut Report,
+) -> Result<(), OpError> {
+    let models = snapshot.embedding_models()?;
+    // The model every chunk is checked against: the demanded one (as the database spells it,
+    // where it holds it), else the one that embedded most chunks.
+    let (model, dimension) = match (demanded, models.first()) {
+        (Some(wanted), _) => match models
+            .iter()
+            .find(|m| wanted.matches(&m.model, m.dimension))
+        {
+            Some(m) => (m.model.clone(), m.dimension),
+            None => (
+                wanted.id.clone(),
+                wanted
+                    .dimension
+                    .or(models.first().map(|m| m.dimension))
+                    .unwrap_or(0),
+            ),
+        },
+        (None, Some(m)) => (m.model.clone(), m.dimension),
+        (None, None) => (String::new(), 0),
+    };
+    let health = snapshot.embedding_health(&model, dimension)?;
     let bad = health.missing + health.other_model + health.wrong_dimension;
     report.fail_counted(Check::DbEmbeddings, bad, health.examples);
-    report.pass(
-        Check::DbEmbeddings,
-        format!(
-            "{} chunks embedded by {} ({} dimensions)",
-            health.chunks,
-            embedder.model_id(),
-            embedder.dimension()
+    if models.len() > 1 && demanded.is_none() {
+        report.fail(
+            Check::DbEmbeddings,
+            format!(
+                "the embeddings come from {} models: {}",
+                models.len(),
+                list(&models)
+            ),
+        );
+    }
+    let note = match demanded {
+        Some(_) => format!("{} chunks embedded by {model} ({dimension} dimensions), as demanded", health.chunks),
+        None if health.chunks == 0 => "no chunks".to_owned(),
+        None => format!(
+            "{} chunks embedded by {model} ({dimension} dimensions), the model the database records",
+            health.chunks
         ),
+    };
+    report.pass(Check::DbEmbeddings, note);
+    Ok(())
+}
+
+/// `model (N dimensions, C chunks), …`.
+fn list(models: &[EmbeddingModel]) -> String {
+    models
+        .iter()
+        .map(|m| {
+            let name = if m.model.is_empty() {
+                "an unrecorded model"
+            } else {
+                &m.model
+            };
+            format!("{name} ({} dimensions, {} chunks)", m.dimension, m.chunks)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every embedding was made from its chunk's current text: stale chunks fail the check; those
+/// whose text of origin is not recorded are a warning (unknown, not known to be wrong).
+fn check_provenance(snapshot: &mut dyn ReadSnapshot, report: &mut Report) -> Result<(), OpError> {
+    let p = snapshot.embedding_provenance(Some(crate::report::EXAMPLES_PER_CHECK))?;
+    report.ran(Check::DbStaleEmbeddings);
+    report.fail_counted(
+        Check::DbStaleEmbeddings,
+        p.stale,
+        p.stale_ids
+            .iter()
+            .map(|id| format!("chunk {id}: its text changed after its embedding was made (`goldset reembed --stale` embeds it again)"))
+            .collect(),
+    );
+    if p.unknown > 0 {
+        let first = p.unknown_ids.join(", ");
+        report.warn(
+            Check::DbStaleEmbeddings,
+            format!(
+                "{} chunks of unknown provenance: no record of the text their embedding was made from (embedded before goldset recorded it, or by another program; first: {first}); `goldset reembed` or a restore records it",
+                p.unknown
+            ),
+        );
+    }
+    report.pass(
+        Check::DbStaleEmbeddings,
+        if p.unknown > 0 {
+            "no embedding is known to be stale"
+        } else {
+            "every embedding was made from its chunk's current text"
+        },
     );
     Ok(())
 }

@@ -159,6 +159,11 @@ pub struct ChunksTable {
     /// goldset records it in a table of its own ([`Layout::goldset_schema`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<String>,
+    /// The SHA-256 of the text each embedding was made from, in a column of the table (goldset's
+    /// own `embedding_sha256`); an application's tables have none, and goldset records it
+    /// beside the model instead. Not part of a mapping file.
+    #[serde(skip)]
+    pub embedding_sha256: Option<String>,
 }
 
 /// The artifacts table.
@@ -272,6 +277,7 @@ impl Layout {
                 content_type: "content_type".into(),
                 embedding: "embedding".into(),
                 embedding_model: Some("embedding_model".into()),
+                embedding_sha256: Some("embedding_sha256".into()),
             },
             artifacts: Some(ArtifactsTable {
                 table: table("artifacts"),

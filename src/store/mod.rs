@@ -6,6 +6,7 @@
 //! all).
 
 pub mod catalog;
+mod embeddings;
 mod error;
 pub mod layout;
 mod merge;
@@ -14,6 +15,10 @@ pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 
+pub use embeddings::{
+    blob_to_vector, vector_to_blob, CacheUsage, ChunkText, ContentDigest, EmbeddingHealth,
+    EmbeddingModel, EmbeddingUpdate, Provenance,
+};
 pub use error::{Result, StoreError};
 
 use crate::model::{Analysis, Counts, StatusFilter};
@@ -127,71 +132,6 @@ pub fn insert_each(
     Ok(())
 }
 
-/// SHA-256 of a chunk's text: with the model id, the key of the embedding cache.
-pub type ContentDigest = [u8; 32];
-
-/// A chunk that needs an embedding (see [`WriteTransaction::chunks_needing_embedding`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkText {
-    /// The chunk's id.
-    pub id: Uuid,
-    /// Its text.
-    pub content: String,
-}
-
-/// An embedding as stored in BLOB/bytea columns: little-endian `f32`s.
-pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// The inverse of [`vector_to_blob`].
-pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// A model whose embeddings a database holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EmbeddingModel {
-    /// Model id.
-    pub model: String,
-    /// Vector length.
-    pub dimension: usize,
-    /// Chunks it embedded.
-    pub chunks: u64,
-}
-
-/// How the embeddings in a database look against the expected model.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EmbeddingHealth {
-    /// Chunks checked.
-    pub chunks: u64,
-    /// Chunks without an embedding.
-    pub missing: u64,
-    /// Chunks embedded by another model.
-    pub other_model: u64,
-    /// Chunks whose vector has another dimension.
-    pub wrong_dimension: u64,
-    /// The first offending chunks, with what is wrong.
-    pub examples: Vec<String>,
-}
-
-/// What the embedding cache holds for one model and vector length.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CacheUsage {
-    /// Model id.
-    pub model: String,
-    /// Vector length.
-    pub dimension: usize,
-    /// Entries (texts).
-    pub entries: u64,
-    /// Bytes of vectors.
-    pub bytes: u64,
-    /// Entries whose text no chunk embedded by this model has: what a prune removes.
-    pub unused: u64,
-}
-
 /// A database file's size before and after [`Store::reclaim_space`] compacted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Compaction {
@@ -295,6 +235,12 @@ pub trait Store: Send {
     /// PostgreSQL, which reuses the space for later rows (autovacuum) and whose plain `VACUUM`
     /// would not shrink the files.
     fn reclaim_space(&mut self) -> Result<Option<Compaction>>;
+    /// The ids of every chunk whose stored embedding was made from another text than the
+    /// chunk's current one, in id order (see [`ReadSnapshot::embedding_provenance`]). Chunks
+    /// of unknown provenance are not among them.
+    fn stale_chunk_ids(&mut self) -> Result<Vec<String>> {
+        Ok(self.snapshot()?.embedding_provenance(None)?.stale_ids)
+    }
 }
 
 /// A consistent view of a store: everything read through it belongs to one moment.
@@ -318,6 +264,11 @@ pub trait ReadSnapshot {
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth>;
     /// The models and dimensions of the embeddings, with chunk counts.
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
+    /// Compares each embedded chunk's text with the SHA-256 recorded for its embedding
+    /// (goldset's `embedding_sha256` column, or `goldset_embeddings` beside an application's
+    /// tables): the stale chunks (all ids, or the first `limit`) and those of unknown
+    /// provenance (the first few).
+    fn embedding_provenance(&mut self, limit: Option<usize>) -> Result<Provenance>;
 }
 
 /// How one analysis changes when `restore --replace` applies only the difference: the file's
@@ -435,10 +386,13 @@ pub trait WriteTransaction {
         dimension: usize,
         digests: &[ContentDigest],
     ) -> Result<Vec<Option<Vec<f32>>>>;
+    /// The length of the vectors the embedding cache holds for `model` (one entry's), if any.
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>>;
     /// Adds vectors to the embedding cache, replacing entries of the same key.
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()>;
-    /// Up to `limit` chunks, in id order after `after`, whose embedding is missing or was not
-    /// made by `model` with `dimension` values.
+    /// Up to `limit` chunks, in id order after `after`, whose embedding is missing, was not
+    /// made by `model` with `dimension` values, or was not made from the chunk's current text
+    /// as far as the database records it (stale, or of unknown provenance).
     fn chunks_needing_embedding(
         &mut self,
         model: &str,
@@ -446,8 +400,12 @@ pub trait WriteTransaction {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ChunkText>>;
-    /// Replaces the embeddings of these chunks with vectors made by `model`.
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()>;
+    /// Up to `limit` chunks, in id order after `after`, whose embedding was made from another
+    /// text than their current one (chunks of unknown provenance are not stale).
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>>;
+    /// Replaces the embeddings of these chunks with vectors made by `model`, recording the
+    /// digest of the text each was made from.
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()>;
     /// Removes the embedding cache's entries that no chunk uses (with `everything`, all of
     /// them); returns how many entries and how many bytes of vectors went.
     fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)>;

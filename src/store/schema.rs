@@ -33,13 +33,14 @@ pub const CHUNK_COLUMNS: &[&str] = &[
     "section_path",
     "content_type",
 ];
-/// Columns of [`CHUNKS`] that hold the embedding.
-pub const EMBEDDING_COLUMNS: &[&str] = &["embedding", "embedding_model"];
+/// Columns of [`CHUNKS`] that hold the embedding: the vector, the model that made it, and the
+/// SHA-256 of the text it was made from (NULL: not known, see migration 4).
+pub const EMBEDDING_COLUMNS: &[&str] = &["embedding", "embedding_model", "embedding_sha256"];
 /// Columns of [`ARTIFACTS`], in order.
 pub const ARTIFACT_COLUMNS: &[&str] = &["id", "analysis_id", "summary", "key_findings", "metadata"];
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// SQLite migrations; entry `i` brings the schema from version `i` to `i + 1`.
 ///
@@ -100,6 +101,14 @@ INSERT INTO embedding_cache_v3 (model, content_sha256, embedding)
     SELECT model, content_sha256, embedding FROM embedding_cache;
 DROP TABLE embedding_cache;
 ALTER TABLE embedding_cache_v3 RENAME TO embedding_cache;
+",
+    // Version 4: the SHA-256 of the text each embedding was made from, so that a chunk whose
+    // text changed afterwards (by SQL, by an application) is found stale. Rows embedded before
+    // keep NULL: which text their vector came from is not known, and assuming the current one
+    // would hide exactly the edits this column exists to find. `verify` reports them as of
+    // unknown provenance (a warning); `reembed` and `restore` fill the column.
+    "
+ALTER TABLE chunks ADD COLUMN embedding_sha256 BLOB;
 ",
 ];
 

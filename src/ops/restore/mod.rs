@@ -268,6 +268,8 @@ impl Plan {
         // their row, embedding and index entries); goldset's own by deleting and loading in bulk.
         let by_difference = options.replace && tx.replaces_by_difference();
         tx.allow_cascade(options.allow_cascade);
+        // Before anything is deleted: what the database holds for this model id.
+        super::embedding::settle_dimension(tx, embedder)?;
         let removed = if options.replace && !by_difference {
             let before = tx.inventory()?;
             tx.delete_all()?;

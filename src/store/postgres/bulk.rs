@@ -10,6 +10,7 @@ use crate::model::Analysis;
 use crate::timestamp::Timestamp;
 use pgvector::Vector;
 use postgres::types::{Json, Type};
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, Write};
 use time::OffsetDateTime;
@@ -61,6 +62,7 @@ impl<A: Write, C: Write, R: Write> TableRows<A, C, R> {
                     Type::TEXT,
                     vector,
                     Type::TEXT,
+                    Type::BYTEA,
                 ],
             ),
             artifacts: BinaryRows::new(
@@ -101,6 +103,10 @@ impl<A: Write, C: Write, R: Write> TableRows<A, C, R> {
                     })?),
                     None => None,
                 };
+                // The vector was made from the text written beside it: record its digest.
+                let digest = vector
+                    .as_ref()
+                    .map(|_| Sha256::digest(c.content.as_bytes()).to_vec());
                 self.chunks.write(&[
                     &c.id,
                     &a.id,
@@ -111,6 +117,7 @@ impl<A: Write, C: Write, R: Write> TableRows<A, C, R> {
                     &c.content_type,
                     &vector,
                     &model,
+                    &digest,
                 ])?;
             }
             if let Some(r) = &a.artifact {

@@ -57,3 +57,17 @@ pub(super) fn store(
     )?;
     Ok(())
 }
+
+/// The length of one cached vector of `model`, if the cache holds any.
+pub(super) fn dimension(
+    client: &mut impl GenericClient,
+    table: &str,
+    model: &str,
+) -> Result<Option<usize>> {
+    Ok(client
+        .query_opt(
+            &format!("SELECT octet_length(embedding) / 4 FROM {table} WHERE model = $1 LIMIT 1"),
+            &[&model],
+        )?
+        .map(|r| r.get::<_, i32>(0) as usize))
+}

@@ -156,6 +156,13 @@ fn migrations(n: &Names) -> Vec<String> {
             "COMMENT ON TABLE {} IS 'goldset embedding cache: vectors by model and SHA-256 of the text; derived data, never backed up'",
             n.cache
         ),
+        // Version 4: the SHA-256 of the text each embedding was made from (NULL where not
+        // known: rows embedded before this version; see `schema::SQLITE_MIGRATIONS`).
+        format!(
+            "ALTER TABLE {c} ADD COLUMN IF NOT EXISTS embedding_sha256 bytea;
+             COMMENT ON COLUMN {c}.embedding_sha256 IS 'SHA-256 of the text the embedding was made from; NULL: not known'",
+            c = n.chunks
+        ),
     ]
 }
 

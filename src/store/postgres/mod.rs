@@ -23,6 +23,7 @@ mod decode;
 mod lock;
 mod migrate;
 mod native;
+mod provenance;
 mod read;
 mod tls;
 mod write;

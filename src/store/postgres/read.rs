@@ -5,7 +5,10 @@
 
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout, TimeEncoding};
 use super::super::merge::{self, RowStreams};
-use super::super::{CacheUsage, EmbeddingHealth, EmbeddingModel, Inventory, ReadSnapshot, Result};
+use super::super::{
+    CacheUsage, EmbeddingHealth, EmbeddingModel, Inventory, Provenance, ReadSnapshot, Result,
+};
+use super::provenance::embedding_provenance;
 use super::{decode, Names};
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use postgres::types::ToSql;
@@ -474,6 +477,10 @@ impl ReadSnapshot for PgSnapshot<'_> {
             .map(|r| r.get(0))
             .collect();
         Ok((rows.len() as u64, examples))
+    }
+
+    fn embedding_provenance(&mut self, limit: Option<usize>) -> Result<Provenance> {
+        embedding_provenance(&mut self.tx, &self.reading, limit)
     }
 
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth> {

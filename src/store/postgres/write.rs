@@ -4,7 +4,7 @@
 use super::super::layout::Layout;
 use super::super::{
     insert_each, schema, BatchSource, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel,
-    Existing, Inventory, RecordKind, Result, WriteTransaction,
+    EmbeddingUpdate, Existing, Inventory, RecordKind, Result, WriteTransaction,
 };
 use super::bulk::{chunk_columns, copy_sql, TableRows};
 use super::cache;
@@ -76,6 +76,16 @@ impl PgWrite<'_> {
         }
         Ok(self.vector_type.clone().expect("set above"))
     }
+}
+
+/// The (id, content) rows of a chunk query.
+fn chunk_texts(rows: &[postgres::Row]) -> Vec<ChunkText> {
+    rows.iter()
+        .map(|r| ChunkText {
+            id: r.get(0),
+            content: r.get(1),
+        })
+        .collect()
 }
 
 impl WriteTransaction for PgWrite<'_> {
@@ -257,6 +267,10 @@ impl WriteTransaction for PgWrite<'_> {
         )
     }
 
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>> {
+        cache::dimension(&mut *self.client, &self.names.cache, model)
+    }
+
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
         cache::store(&mut *self.client, &self.names.cache, model, entries)
     }
@@ -273,36 +287,46 @@ impl WriteTransaction for PgWrite<'_> {
                 "SELECT id, content FROM {}
                   WHERE ($1::uuid IS NULL OR id > $1)
                     AND (embedding IS NULL OR embedding_model IS DISTINCT FROM $2
-                         OR vector_dims(embedding) <> $3)
+                         OR vector_dims(embedding) <> $3
+                         OR embedding_sha256 IS DISTINCT FROM sha256(convert_to(content, 'UTF8')))
                   ORDER BY id LIMIT $4",
                 self.names.chunks
             ),
             &[&after, &model, &(dimension as i32), &(limit as i64)],
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| ChunkText {
-                id: r.get(0),
-                content: r.get(1),
-            })
-            .collect())
+        Ok(chunk_texts(&rows))
     }
 
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
-        let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>> {
+        let rows = self.client.query(
+            &format!(
+                "SELECT id, content FROM {}
+                  WHERE ($1::uuid IS NULL OR id > $1) AND embedding IS NOT NULL
+                    AND embedding_sha256 <> sha256(convert_to(content, 'UTF8'))
+                  ORDER BY id LIMIT $2",
+                self.names.chunks
+            ),
+            &[&after, &(limit as i64)],
+        )?;
+        Ok(chunk_texts(&rows))
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()> {
+        let ids: Vec<Uuid> = updates.iter().map(|u| u.id).collect();
         let vectors: Vec<pgvector::Vector> = updates
             .iter()
-            .map(|(_, v)| pgvector::Vector::from(v.to_vec()))
+            .map(|u| pgvector::Vector::from(u.vector.to_vec()))
             .collect();
+        let digests: Vec<&[u8]> = updates.iter().map(|u| &u.text_sha256[..]).collect();
         self.client.execute(
             &format!(
-                "UPDATE {c} AS c SET embedding = u.e, embedding_model = $1
-                   FROM unnest($2::uuid[], $3::{v}[]) AS u (id, e)
+                "UPDATE {c} AS c SET embedding = u.e, embedding_model = $1, embedding_sha256 = u.d
+                   FROM unnest($2::uuid[], $3::{v}[], $4::bytea[]) AS u (id, e, d)
                   WHERE c.id = u.id",
                 c = self.names.chunks,
                 v = self.names.vector
             ),
-            &[&model, &ids, &vectors],
+            &[&model, &ids, &vectors, &digests],
         )?;
         Ok(())
     }

@@ -45,3 +45,14 @@ pub(super) fn store(
     }
     Ok(())
 }
+
+/// The length of one cached vector of `model`, if the cache holds any.
+pub(super) fn dimension(conn: &Connection, table: &str, model: &str) -> Result<Option<usize>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT length(embedding) / 4 FROM {table} WHERE model = ?1 LIMIT 1"
+        ))?
+        .query_row(params![model], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|d| d as usize))
+}

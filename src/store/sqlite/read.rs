@@ -5,7 +5,9 @@
 
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout};
 use super::super::merge::{self, RowStreams};
-use super::super::{CacheUsage, EmbeddingHealth, EmbeddingModel, Inventory, ReadSnapshot, Result};
+use super::super::{
+    CacheUsage, EmbeddingHealth, EmbeddingModel, Inventory, Provenance, ReadSnapshot, Result,
+};
 use super::decode;
 use crate::model::{Analysis, Artifact, Chunk, Counts, Finding, StatusFilter};
 use rusqlite::types::Value as SqlValue;
@@ -57,6 +59,23 @@ impl Reading<'_> {
                 ),
             ),
             (None, None) => ("NULL".into(), String::new()),
+        }
+    }
+
+    /// The SHA-256 recorded for chunk `c`'s embedding (of the text it was made from), and the
+    /// join that provides it: goldset's own column, or its record beside an application's
+    /// chunks (whatever text the record was made for).
+    fn recorded_digest(&self) -> (String, String) {
+        let c = &self.layout.chunks;
+        if self.layout.owned {
+            return ("c.embedding_sha256".into(), String::new());
+        }
+        match self.model_table {
+            Some(table) => (
+                "p.content_sha256".into(),
+                format!("LEFT JOIN {table} p ON p.chunk_id = c.{}", q(&c.id)),
+            ),
+            None => ("NULL".into(), String::new()),
         }
     }
 
@@ -124,6 +143,51 @@ pub(super) fn embedding_models(conn: &Connection, r: Reading<'_>) -> Result<Vec<
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Stale chunks and chunks of unknown provenance (see [`ReadSnapshot::embedding_provenance`]).
+pub(super) fn embedding_provenance(
+    conn: &Connection,
+    r: Reading<'_>,
+    limit: Option<usize>,
+) -> Result<Provenance> {
+    let (digest, join) = r.recorded_digest();
+    let c = &r.layout.chunks;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT c.{id}, {digest} IS NULL FROM {table} c {join}
+          WHERE c.{emb} IS NOT NULL AND {digest} IS NOT goldset_sha256(c.{content})
+          ORDER BY c.{id}",
+        id = q(&c.id),
+        table = q(&c.table),
+        emb = q(&c.embedding),
+        content = q(&c.content),
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut p = Provenance::default();
+    while let Some(row) = rows.next()? {
+        let id = chunk_id(row.get(0)?);
+        if row.get::<_, bool>(1)? {
+            p.unknown += 1;
+            if p.unknown_ids.len() < crate::report::EXAMPLES_PER_CHECK {
+                p.unknown_ids.push(id);
+            }
+        } else {
+            p.stale += 1;
+            if limit.is_none_or(|n| p.stale_ids.len() < n) {
+                p.stale_ids.push(id);
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// A chunk id as goldset writes it (hyphenated), whatever form the column keeps it in; as
+/// stored when it is no UUID.
+pub(super) fn chunk_id(stored: String) -> String {
+    match uuid::Uuid::try_parse(stored.trim()) {
+        Ok(id) => id.to_string(),
+        Err(_) => stored,
+    }
 }
 
 /// The (model, text digest) pairs that chunks use (never NULL, so `NOT IN` works).
@@ -245,6 +309,10 @@ impl ReadSnapshot for SqliteSnapshot<'_> {
 
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>> {
         embedding_models(&self.tx, self.reading)
+    }
+
+    fn embedding_provenance(&mut self, limit: Option<usize>) -> Result<Provenance> {
+        embedding_provenance(&self.tx, self.reading, limit)
     }
 
     fn counts(&mut self, filter: &StatusFilter) -> Result<Counts> {

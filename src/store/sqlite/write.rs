@@ -4,14 +4,15 @@
 use super::super::layout::Layout;
 use super::super::schema::{self, ANALYSES, ARTIFACTS, CHUNKS, EMBEDDING_CACHE};
 use super::super::{
-    vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, Existing, Inventory,
-    RecordKind, Result, StoreError, WriteTransaction,
+    vector_to_blob, ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, EmbeddingUpdate,
+    Existing, Inventory, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::cache;
 use super::decode::uuid_text;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
 use crate::model::Analysis;
 use rusqlite::{params, Transaction};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub(super) struct SqliteWrite<'c> {
@@ -58,9 +59,14 @@ impl SqliteWrite<'_> {
             .tx
             .prepare_cached(&schema::insert_sql(CHUNKS, &columns))?;
         for (i, c) in a.chunks.iter().enumerate() {
-            let (blob, model) = match embeddings {
-                Some((model, vectors)) => (Some(vector_to_blob(&vectors[i])), Some(model)),
-                None => (None, None),
+            // The vector was made from the text written beside it: record that text's digest.
+            let (blob, model, digest) = match embeddings {
+                Some((model, vectors)) => (
+                    Some(vector_to_blob(&vectors[i])),
+                    Some(model),
+                    Some(Sha256::digest(c.content.as_bytes()).to_vec()),
+                ),
+                None => (None, None, None),
             };
             stmt.execute(params![
                 c.id.to_string(),
@@ -71,7 +77,8 @@ impl SqliteWrite<'_> {
                 c.section_path,
                 c.content_type,
                 blob,
-                model
+                model,
+                digest
             ])?;
         }
         if let Some(r) = &a.artifact {
@@ -90,6 +97,18 @@ impl SqliteWrite<'_> {
         }
         Ok(())
     }
+}
+
+/// The (id, content) rows of a chunk query.
+fn chunk_texts(mut rows: rusqlite::Rows<'_>) -> Result<Vec<ChunkText>> {
+    let mut chunks = Vec::new();
+    while let Some(row) = rows.next()? {
+        chunks.push(ChunkText {
+            id: uuid_text(row, 0)?,
+            content: row.get(1)?,
+        });
+    }
+    Ok(chunks)
 }
 
 impl WriteTransaction for SqliteWrite<'_> {
@@ -180,6 +199,10 @@ impl WriteTransaction for SqliteWrite<'_> {
         cache::lookup(&self.tx, EMBEDDING_CACHE, model, dimension, digests)
     }
 
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>> {
+        cache::dimension(&self.tx, EMBEDDING_CACHE, model)
+    }
+
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
         cache::store(&self.tx, EMBEDDING_CACHE, model, entries)
     }
@@ -193,27 +216,39 @@ impl WriteTransaction for SqliteWrite<'_> {
     ) -> Result<Vec<ChunkText>> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT id, content FROM {CHUNKS}
-              WHERE id > ?1 AND (embedding IS NULL OR embedding_model IS NOT ?2 OR length(embedding) <> ?3)
+              WHERE id > ?1 AND (embedding IS NULL OR embedding_model IS NOT ?2 OR length(embedding) <> ?3
+                                 OR embedding_sha256 IS NOT goldset_sha256(content))
               ORDER BY id LIMIT ?4"
         ))?;
         let after = after.map(|u| u.to_string()).unwrap_or_default();
-        let mut rows = stmt.query(params![after, model, (dimension * 4) as i64, limit as i64])?;
-        let mut chunks = Vec::new();
-        while let Some(row) = rows.next()? {
-            chunks.push(ChunkText {
-                id: uuid_text(row, 0)?,
-                content: row.get(1)?,
-            });
-        }
-        Ok(chunks)
+        let texts =
+            chunk_texts(stmt.query(params![after, model, (dimension * 4) as i64, limit as i64])?);
+        texts
     }
 
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>> {
         let mut stmt = self.tx.prepare_cached(&format!(
-            "UPDATE {CHUNKS} SET embedding = ?1, embedding_model = ?2 WHERE id = ?3"
+            "SELECT id, content FROM {CHUNKS}
+              WHERE id > ?1 AND embedding IS NOT NULL AND embedding_sha256 IS NOT NULL
+                AND embedding_sha256 <> goldset_sha256(content)
+              ORDER BY id LIMIT ?2"
         ))?;
-        for (id, vector) in updates {
-            stmt.execute(params![vector_to_blob(vector), model, id.to_string()])?;
+        let after = after.map(|u| u.to_string()).unwrap_or_default();
+        let texts = chunk_texts(stmt.query(params![after, limit as i64])?);
+        texts
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "UPDATE {CHUNKS} SET embedding = ?1, embedding_model = ?2, embedding_sha256 = ?3 WHERE id = ?4"
+        ))?;
+        for u in updates {
+            stmt.execute(params![
+                vector_to_blob(u.vector),
+                model,
+                &u.text_sha256[..],
+                u.id.to_string()
+            ])?;
         }
         Ok(())
     }

@@ -150,7 +150,7 @@ impl AdoptedWrite<'_> {
         model: &str,
         chunks: &[(Uuid, [u8; 32])],
     ) -> Result<()> {
-        if chunks.is_empty() || !self.bookkeeping() {
+        if chunks.is_empty() {
             return Ok(());
         }
         let ids: Vec<String> = chunks
@@ -158,6 +158,25 @@ impl AdoptedWrite<'_> {
             .map(|(id, _)| self.layout.ids.text(id))
             .collect();
         let digests: Vec<&[u8]> = chunks.iter().map(|(_, d)| &d[..]).collect();
+        let c = &self.layout.chunks;
+        if let Some(column) = &c.embedding_sha256 {
+            self.client.execute(
+                &format!(
+                    "UPDATE {table} AS c SET {column} = u.digest
+                       FROM unnest($1::text[], $2::bytea[]) AS u (id, digest)
+                      WHERE c.{id} = u.id::{id_type}",
+                    table = q(&c.table),
+                    column = q(column),
+                    id = q(&c.id),
+                    id_type = self.type_of(&c.table, &c.id),
+                ),
+                &[&ids, &digests],
+            )?;
+            return Ok(());
+        }
+        if !self.bookkeeping() {
+            return Ok(());
+        }
         self.client.execute(
             &format!(
                 "INSERT INTO {} (chunk_id, model, content_sha256)
@@ -173,10 +192,26 @@ impl AdoptedWrite<'_> {
 
     /// Records which model embedded these chunks (by the chunks' own ids).
     pub(super) fn record_models(&mut self, model: &str, chunk_ids: &[String]) -> Result<()> {
-        if chunk_ids.is_empty() || !self.bookkeeping() {
+        let c = &self.layout.chunks;
+        if chunk_ids.is_empty() {
             return Ok(());
         }
-        let c = &self.layout.chunks;
+        if let Some(column) = &c.embedding_sha256 {
+            let sql = format!(
+                "UPDATE {table} SET {column} = sha256(convert_to({content}, 'UTF8'))
+                  WHERE {id} = ANY({ids})",
+                table = q(&c.table),
+                column = q(column),
+                content = q(&c.content),
+                id = q(&c.id),
+                ids = self.id_array(1, &c.table, &c.id)
+            );
+            self.client.execute(&sql, &[&chunk_ids])?;
+            return Ok(());
+        }
+        if !self.bookkeeping() {
+            return Ok(());
+        }
         let sql = format!(
             "INSERT INTO {e} (chunk_id, model, content_sha256)
              SELECT c.{id}::text, $1, sha256(convert_to(c.{content}, 'UTF8'))

@@ -17,8 +17,8 @@ mod rows;
 use super::super::catalog::Catalog;
 use super::super::layout::{quote_name as q, Layout};
 use super::super::{
-    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, Existing, Inventory, Patch,
-    RecordKind, Result, StoreError, WriteTransaction,
+    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, EmbeddingUpdate, Existing,
+    Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::cache;
 use super::connect::quote;
@@ -107,6 +107,24 @@ impl<'c> AdoptedWrite<'c> {
         Ok(tx)
     }
 
+    /// Where the SHA-256 of each embedding's text is kept, as a join (if any) and the
+    /// expression that reads it for chunk `c`: the table's own column (goldset's own tables),
+    /// else goldset's record beside an application's tables.
+    fn provenance(&self) -> (String, String) {
+        let c = &self.layout.chunks;
+        match &c.embedding_sha256 {
+            Some(column) => (String::new(), format!("c.{}", q(column))),
+            None => (
+                format!(
+                    "LEFT JOIN {} p ON p.chunk_id = c.{}::text",
+                    self.names.embeddings,
+                    q(&c.id)
+                ),
+                "p.content_sha256".into(),
+            ),
+        }
+    }
+
     /// Whether goldset keeps its own records beside the tables (the model and text digest of
     /// each embedding): on an application's tables. goldset's own tables, written row by row
     /// for a replace by difference, hold the model in a column of their own.
@@ -173,6 +191,20 @@ impl<'c> AdoptedWrite<'c> {
             .map(|id| self.layout.ids.text(&id))
             .collect()
     }
+}
+
+/// The (id, content) rows of a chunk query, ids in any of the mapping's text forms.
+fn chunk_texts(rows: &[postgres::Row]) -> Result<Vec<ChunkText>> {
+    rows.iter()
+        .map(|r| {
+            let text: String = r.get(0);
+            Ok(ChunkText {
+                id: Uuid::try_parse(text.trim())
+                    .map_err(|e| StoreError::Corrupt(format!("chunk id {text:?}: {e}")))?,
+                content: r.get(1),
+            })
+        })
+        .collect()
 }
 
 impl WriteTransaction for AdoptedWrite<'_> {
@@ -377,6 +409,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
         )
     }
 
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>> {
+        cache::dimension(&mut *self.client, &self.names.cache, model)
+    }
+
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
         cache::store(&mut *self.client, &self.names.cache, model, entries)
     }
@@ -403,10 +439,19 @@ impl WriteTransaction for AdoptedWrite<'_> {
         } else {
             format!(" OR {} IS DISTINCT FROM $4", reading.dimension())
         };
+        // A vector made from another text than the chunk's current one is stale (on goldset's
+        // own tables, one of unknown provenance is embedded again too).
+        let (provenance, digest) = self.provenance();
+        let stale = if c.embedding_sha256.is_some() {
+            "IS DISTINCT FROM"
+        } else {
+            "<>"
+        };
         let sql = format!(
-            "SELECT c.{id}::text, c.{content} FROM {table} c {join}
+            "SELECT c.{id}::text, c.{content} FROM {table} c {join} {provenance}
               WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type})
-                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims})
+                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims}
+                     OR {digest} {stale} sha256(convert_to(c.{content}, 'UTF8')))
               ORDER BY c.{id} LIMIT $3",
             id = q(&c.id),
             content = q(&c.content),
@@ -418,31 +463,45 @@ impl WriteTransaction for AdoptedWrite<'_> {
         if !dimension_fixed {
             params.push(&dimension);
         }
-        let rows = self.client.query(&sql, &params)?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.get(0);
-                Ok(ChunkText {
-                    id: Uuid::try_parse(text.trim())
-                        .map_err(|e| StoreError::Corrupt(format!("chunk id {text:?}: {e}")))?,
-                    content: r.get(1),
-                })
-            })
-            .collect()
+        chunk_texts(&self.client.query(&sql, &params)?)
     }
 
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>> {
+        let c = &self.layout.chunks;
+        let after = after.map(|id| self.layout.ids.text(&id));
+        let (provenance, digest) = self.provenance();
+        let sql = format!(
+            "SELECT c.{id}::text, c.{content} FROM {table} c {provenance}
+              WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type}) AND c.{emb} IS NOT NULL
+                AND {digest} <> sha256(convert_to(c.{content}, 'UTF8'))
+              ORDER BY c.{id} LIMIT $2",
+            id = q(&c.id),
+            content = q(&c.content),
+            table = q(&c.table),
+            emb = q(&c.embedding),
+            id_type = self.type_of(&c.table, &c.id),
+        );
+        chunk_texts(&self.client.query(&sql, &[&after, &(limit as i64)])?)
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()> {
         let l = self.layout;
         let c = &l.chunks;
-        let ids: Vec<String> = updates.iter().map(|(id, _)| l.ids.text(id)).collect();
+        let ids: Vec<String> = updates.iter().map(|u| l.ids.text(&u.id)).collect();
         let vectors: Vec<String> = updates
             .iter()
-            .map(|(_, v)| vector_text(v, l.embedding))
+            .map(|u| vector_text(u.vector, l.embedding))
             .collect();
         let model_set = match &c.embedding_model {
             Some(column) => format!(", {} = $3", q(column)),
             None => String::new(),
         };
+        // The model goes in its column where the application has one (else into goldset's
+        // record, below): a parameter the statement does not use is refused.
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids, &vectors];
+        if c.embedding_model.is_some() {
+            params.push(&model);
+        }
         self.client.execute(
             &format!(
                 "UPDATE {table} AS c SET {emb} = u.e::{emb_type}{model_set}
@@ -454,9 +513,11 @@ impl WriteTransaction for AdoptedWrite<'_> {
                 id = q(&c.id),
                 id_type = self.type_of(&c.table, &c.id),
             ),
-            &[&ids, &vectors, &model],
+            &params[..],
         )?;
-        self.record_models(model, &ids)
+        let digests: Vec<(Uuid, ContentDigest)> =
+            updates.iter().map(|u| (u.id, u.text_sha256)).collect();
+        self.record_digests(model, &digests)
     }
 
     fn prune_embedding_cache(&mut self, everything: bool) -> Result<(u64, u64)> {

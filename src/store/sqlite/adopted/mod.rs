@@ -11,8 +11,8 @@ mod rows;
 use super::super::catalog::Catalog;
 use super::super::layout::{quote_name as q, EmbeddingEncoding, Layout};
 use super::super::{
-    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, Existing, Inventory, Patch,
-    RecordKind, Result, StoreError, WriteTransaction,
+    ChunkEmbeddings, ChunkText, ContentDigest, EmbeddingModel, EmbeddingUpdate, Existing,
+    Inventory, Patch, RecordKind, Result, StoreError, WriteTransaction,
 };
 use super::cache;
 use super::read::{embedding_models, inventory, used_cache_keys, Reading};
@@ -101,6 +101,20 @@ impl<'c> AdoptedWrite<'c> {
             model_table: self.model_table,
         }
     }
+}
+
+/// The (id, content) rows of a chunk query, ids in any of the mapping's text forms.
+fn chunk_texts(mut rows: rusqlite::Rows<'_>) -> Result<Vec<ChunkText>> {
+    let mut chunks = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        chunks.push(ChunkText {
+            id: Uuid::try_parse(id.trim())
+                .map_err(|e| StoreError::Corrupt(format!("chunk id {id:?}: {e}")))?,
+            content: row.get(1)?,
+        });
+    }
+    Ok(chunks)
 }
 
 impl WriteTransaction for AdoptedWrite<'_> {
@@ -268,6 +282,10 @@ impl WriteTransaction for AdoptedWrite<'_> {
         cache::lookup(&self.tx, self.cache, model, dimension, digests)
     }
 
+    fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>> {
+        cache::dimension(&self.tx, ADOPTED_CACHE, model)
+    }
+
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
         cache::store(&self.tx, self.cache, model, entries)
     }
@@ -285,10 +303,20 @@ impl WriteTransaction for AdoptedWrite<'_> {
             EmbeddingEncoding::Json => format!("json_array_length(c.{})", q(&c.embedding)),
             _ => format!("length(c.{}) / 4", q(&c.embedding)),
         };
+        // A model record counts only for the text it was made from (`Reading::model`): a
+        // chunk whose text changed since is found here too, as on goldset's own tables.
         let (found, join) = self.reading().model();
+        let stale = match &c.embedding_sha256 {
+            Some(column) => format!(
+                " OR c.{} IS NOT goldset_sha256(c.{})",
+                q(column),
+                q(&c.content)
+            ),
+            None => String::new(),
+        };
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT c.{id}, c.{content} FROM {table} c {join}
-              WHERE c.{id} > ?1 AND (c.{emb} IS NULL OR {found} IS NOT ?2 OR {dims} <> ?3)
+              WHERE c.{id} > ?1 AND (c.{emb} IS NULL OR {found} IS NOT ?2 OR {dims} <> ?3{stale})
               ORDER BY c.{id} LIMIT ?4",
             id = q(&c.id),
             content = q(&c.content),
@@ -296,20 +324,38 @@ impl WriteTransaction for AdoptedWrite<'_> {
             emb = q(&c.embedding),
         ))?;
         let after = after.map(|u| l.ids.text(&u)).unwrap_or_default();
-        let mut rows = stmt.query(params![after, model, dimension as i64, limit as i64])?;
-        let mut chunks = Vec::new();
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            chunks.push(ChunkText {
-                id: Uuid::try_parse(id.trim())
-                    .map_err(|e| StoreError::Corrupt(format!("chunk id {id:?}: {e}")))?,
-                content: row.get(1)?,
-            });
-        }
-        Ok(chunks)
+        let texts =
+            chunk_texts(stmt.query(params![after, model, dimension as i64, limit as i64])?);
+        texts
     }
 
-    fn set_embeddings(&mut self, model: &str, updates: &[(Uuid, &[f32])]) -> Result<()> {
+    fn stale_chunks(&mut self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChunkText>> {
+        let l = self.layout;
+        let c = &l.chunks;
+        let (join, digest) = match (&c.embedding_sha256, self.model_table) {
+            (Some(column), _) => (String::new(), format!("c.{}", q(column))),
+            (None, Some(records)) => (
+                format!("JOIN {records} e ON e.chunk_id = c.{}", q(&c.id)),
+                "e.content_sha256".to_owned(),
+            ),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT c.{id}, c.{content} FROM {table} c {join}
+              WHERE c.{id} > ?1 AND c.{emb} IS NOT NULL
+                AND {digest} <> goldset_sha256(c.{content})
+              ORDER BY c.{id} LIMIT ?2",
+            id = q(&c.id),
+            content = q(&c.content),
+            table = q(&c.table),
+            emb = q(&c.embedding),
+        ))?;
+        let after = after.map(|u| l.ids.text(&u)).unwrap_or_default();
+        let texts = chunk_texts(stmt.query(params![after, limit as i64])?);
+        texts
+    }
+
+    fn set_embeddings(&mut self, model: &str, updates: &[EmbeddingUpdate<'_>]) -> Result<()> {
         let c = &self.layout.chunks;
         let model_set = match &c.embedding_model {
             Some(column) => format!(", {} = ?3", q(column)),
@@ -321,15 +367,15 @@ impl WriteTransaction for AdoptedWrite<'_> {
             q(&c.embedding),
             q(&c.id)
         );
-        for (id, vector) in updates {
-            let id = self.id(id);
+        for u in updates {
+            let id = self.id(&u.id);
             let mut stmt = self.tx.prepare_cached(&sql)?;
             if c.embedding_model.is_some() {
-                stmt.execute(params![self.vector(vector), id, model])?;
+                stmt.execute(params![self.vector(u.vector), id, model])?;
             } else {
-                stmt.execute(params![self.vector(vector), id])?;
+                stmt.execute(params![self.vector(u.vector), id])?;
             }
-            self.record_model(model, &id)?;
+            self.record_digest(model, &id, &u.text_sha256)?;
         }
         Ok(())
     }

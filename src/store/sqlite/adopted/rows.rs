@@ -47,10 +47,22 @@ impl AdoptedWrite<'_> {
 
     /// Records that `model` embedded the chunk `id` (stored text).
     pub(super) fn record_model(&self, model: &str, id: &Value) -> Result<()> {
+        let c = &self.layout.chunks;
+        if let Some(column) = &c.embedding_sha256 {
+            self.tx
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET {column} = goldset_sha256({content}) WHERE {id} = ?1",
+                    table = q(&c.table),
+                    column = q(column),
+                    content = q(&c.content),
+                    id = q(&c.id)
+                ))?
+                .execute([id])?;
+            return Ok(());
+        }
         let Some(records) = self.model_table else {
             return Ok(());
         };
-        let c = &self.layout.chunks;
         self.tx
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO {records} (chunk_id, model, content_sha256)
@@ -60,6 +72,32 @@ impl AdoptedWrite<'_> {
                 table = q(&c.table)
             ))?
             .execute(params![id, model])?;
+        Ok(())
+    }
+
+    /// Records that `model` embedded the chunk `id` (stored text) from a text of this digest.
+    pub(super) fn record_digest(&self, model: &str, id: &Value, digest: &[u8; 32]) -> Result<()> {
+        let c = &self.layout.chunks;
+        if let Some(column) = &c.embedding_sha256 {
+            self.tx
+                .prepare_cached(&format!(
+                    "UPDATE {} SET {} = ?2 WHERE {} = ?1",
+                    q(&c.table),
+                    q(column),
+                    q(&c.id)
+                ))?
+                .execute(params![id, &digest[..]])?;
+            return Ok(());
+        }
+        let Some(records) = self.model_table else {
+            return Ok(());
+        };
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {records} (chunk_id, model, content_sha256)
+                 VALUES (?1, ?2, ?3)"
+            ))?
+            .execute(params![id, model, &digest[..]])?;
         Ok(())
     }
 
