@@ -147,8 +147,9 @@ impl OpenAiEmbedder {
             .openai_timeout
             .filter(|t| !t.is_zero())
             .unwrap_or(DEFAULT_TIMEOUT);
+        // rustls (ring) with the operating system's roots: no libssl (docs/ARCHITECTURE.md).
         let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::NativeTls)
+            .provider(ureq::tls::TlsProvider::Rustls)
             .root_certs(ureq::tls::RootCerts::PlatformVerifier)
             .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
