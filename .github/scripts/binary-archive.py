@@ -14,6 +14,7 @@ import io
 import os
 import sys
 import tarfile
+import time
 import zipfile
 
 
@@ -41,7 +42,7 @@ def main() -> None:
         with tarfile.open(archive, "w:gz") as tar:
             for name, data, mode in ((exe, binary, 0o755), ("README.md", readme, 0o644)):
                 info = tarfile.TarInfo(f"{stem}/{name}")
-                info.size, info.mode = len(data), mode
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
                 tar.addfile(info, io.BytesIO(data))
     digest = hashlib.sha256(open(archive, "rb").read()).hexdigest()
     with open(archive + ".sha256", "w") as f:

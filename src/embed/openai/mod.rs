@@ -403,6 +403,12 @@ impl OpenAiEmbedder {
                 ),
                 retry_after: None,
             },
+            E::Io(ref io) if error::tls_failure(io).is_some() => {
+                Failure::Fatal(OpenAiError::Unreachable {
+                    endpoint: self.shown.clone(),
+                    reason: error::tls_failure(io).unwrap_or_default(),
+                })
+            }
             E::Io(_) | E::ConnectionFailed | E::Protocol(_) | E::BodyStalled => {
                 Failure::Transient {
                     reason: scrub(&e.to_string(), self.key.as_ref()),
