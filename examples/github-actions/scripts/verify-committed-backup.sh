@@ -4,12 +4,23 @@
 # it is merged.
 #
 # Environment: GOLDSET_BACKUP (default data/golden_dataset_backup.json), GOLDSET_EMBEDDER
-# (default hash: the check is about the data, not the model).
+# (default hash: the check is about the data, not the model), GOLDSET_CHECK_DB (an SQLite file
+# to restore into and keep, for later steps such as `goldset eval --check`; it must not exist
+# yet; default a temporary one removed on exit).
 set -euo pipefail
 backup=${GOLDSET_BACKUP:-data/golden_dataset_backup.json}
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-export DATABASE_URL="sqlite:$scratch/golden.db"
+if [ -n "${GOLDSET_CHECK_DB:-}" ]; then
+    [ ! -e "$GOLDSET_CHECK_DB" ] || {
+        echo "verify-committed-backup: $GOLDSET_CHECK_DB exists; the check needs a fresh database" >&2
+        exit 2
+    }
+    db=$GOLDSET_CHECK_DB
+else
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    db=$scratch/golden.db
+fi
+export DATABASE_URL="sqlite:$db"
 goldset verify --file-only --file "$backup"
 goldset restore --replace --file "$backup"
 goldset verify --file "$backup"

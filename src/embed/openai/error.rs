@@ -320,9 +320,63 @@ pub(super) fn shorten(text: &str) -> String {
     }
 }
 
+/// The TLS failure inside a transport I/O error, as a reason to show: rustls reports a refused
+/// certificate, or a peer that does not speak TLS, as an I/O error of the stream. Retrying
+/// cannot fix those (a restarting server refuses or drops connections instead).
+pub(super) fn tls_failure(e: &std::io::Error) -> Option<String> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(format!("TLS: {tls}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_are_told_from_other_io_errors() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(
+            tls_failure(&refused).as_deref(),
+            Some("TLS: invalid peer certificate: UnknownIssuer")
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(tls_failure(&reset), None);
+    }
+
+    /// An `https://` endpoint whose server does not speak TLS (or whose certificate is refused)
+    /// fails at once with the TLS reason, after one connection: no two minutes of retries.
+    #[test]
+    fn a_tls_failure_is_not_retried() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for socket in listener.incoming() {
+                let Ok(mut socket) = socket else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut hello = [0u8; 5];
+                let _ = socket.read_exact(&mut hello);
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            }
+        });
+        let settings = crate::embed::EmbedderSettings {
+            openai_base_url: Some(format!("https://127.0.0.1:{port}/v1/embeddings")),
+            openai_retry_base: Some(Duration::from_millis(1)),
+            openai_retry_max_delay: Some(Duration::from_millis(2)),
+            ..Default::default()
+        };
+        let e = super::super::OpenAiEmbedder::connect("m", &settings).unwrap_err();
+        assert!(
+            matches!(&e, OpenAiError::Unreachable { reason, .. } if reason.starts_with("TLS: ")),
+            "{e}"
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{e}");
+    }
 
     fn reason(body: &str) -> ServerReason {
         server_reason(body.as_bytes(), None, &[])

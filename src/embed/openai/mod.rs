@@ -147,8 +147,9 @@ impl OpenAiEmbedder {
             .openai_timeout
             .filter(|t| !t.is_zero())
             .unwrap_or(DEFAULT_TIMEOUT);
+        // rustls (ring) with the operating system's roots: no libssl (docs/ARCHITECTURE.md).
         let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::NativeTls)
+            .provider(ureq::tls::TlsProvider::Rustls)
             .root_certs(ureq::tls::RootCerts::PlatformVerifier)
             .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -402,6 +403,12 @@ impl OpenAiEmbedder {
                 ),
                 retry_after: None,
             },
+            E::Io(ref io) if error::tls_failure(io).is_some() => {
+                Failure::Fatal(OpenAiError::Unreachable {
+                    endpoint: self.shown.clone(),
+                    reason: error::tls_failure(io).unwrap_or_default(),
+                })
+            }
             E::Io(_) | E::ConnectionFailed | E::Protocol(_) | E::BodyStalled => {
                 Failure::Transient {
                     reason: scrub(&e.to_string(), self.key.as_ref()),
