@@ -17,6 +17,7 @@ mod bad_input;
 mod config_file;
 mod crash_safety;
 mod embeddings;
+mod eval;
 mod format_bytes;
 mod format_fuzz;
 mod hardening;

@@ -25,6 +25,7 @@ mod migrate;
 mod native;
 mod read;
 mod tls;
+mod vectors;
 mod write;
 
 pub use connect::describe;
