@@ -410,14 +410,17 @@ model_test! {
         assert!(expected["produced_by"].as_str().unwrap().starts_with("numpy"));
         assert_eq!(summary.queries.len(), expected["queries"].as_object().unwrap().len());
         for q in &summary.queries {
-            let want = expected["queries"][&q.id].as_array().unwrap();
+            let list = expected["queries"][&q.id].as_array().unwrap();
             assert_eq!(q.ranking.len(), 10, "{}", q.id);
-            for (rank, (got, want)) in q.ranking.iter().zip(want).enumerate() {
+            for (rank, (got, want)) in q.ranking.iter().zip(list).enumerate() {
                 let score = want["score"].as_f64().unwrap();
                 assert!((got.score as f64 - score).abs() < 1e-4, "{} #{rank}: {} vs numpy {score}", q.id, got.score);
                 // Same chunk, unless numpy's scores of the two places are within rounding.
                 if got.id.to_string() != want["id"].as_str().unwrap() {
-                    let other = want_at(want_list(&expected, &q.id), &got.id.to_string());
+                    let other = list
+                        .iter()
+                        .find(|h| h["id"] == got.id.to_string().as_str())
+                        .map_or(-1.0, |h| h["score"].as_f64().unwrap());
                     assert!((other - score).abs() < 1e-5, "{} #{rank}: {} instead of {}", q.id, got.id, want["id"]);
                 }
             }
@@ -425,15 +428,4 @@ model_test! {
         // The example queries are answerable: most find a relevant chunk first.
         assert!(summary.metrics["mrr"] > 0.5, "{:?}", summary.metrics);
     }
-}
-
-fn want_list<'a>(expected: &'a Value, id: &str) -> &'a Vec<Value> {
-    expected["queries"][id].as_array().unwrap()
-}
-
-/// numpy's score of chunk `id` in a query's top 10 (−1 when it is not there).
-fn want_at(list: &[Value], id: &str) -> f64 {
-    list.iter()
-        .find(|h| h["id"] == id)
-        .map_or(-1.0, |h| h["score"].as_f64().unwrap())
 }
