@@ -311,37 +311,28 @@ pub trait ReadSnapshot {
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth>;
     /// The models and dimensions of the embeddings, with chunk counts.
     fn embedding_models(&mut self) -> Result<Vec<EmbeddingModel>>;
-    /// Calls `visit` with blocks of the chunk embeddings that `model` made with `dimension`
-    /// values: chunk ids and their vectors, row after row (`ids.len() * dimension` values), in
-    /// no particular order. Memory holds one block (about [`EMBEDDING_BLOCK`] chunks).
+    /// Calls `visit` with blocks (≈ [`EMBEDDING_BLOCK`] chunks, in no particular order) of the
+    /// ids and vectors, row after row, of the chunk embeddings `model` made with `dimension`.
     fn for_each_embedding(
         &mut self,
         model: &str,
         dimension: usize,
         visit: &mut EmbeddingVisitor<'_>,
     ) -> Result<()>;
-    /// The `depth` chunks nearest to `query` by the database's own cosine-distance search
-    /// (`ORDER BY embedding <=> query LIMIT depth`, through whatever index the application
-    /// built), with their cosine similarity, as the database ordered them. Only PostgreSQL with
-    /// a pgvector `vector` column has one.
+    /// The `depth` chunks nearest to `query` by the database's own search (`ORDER BY embedding
+    /// <=> query LIMIT depth`: the application's index, if any), with cosine similarities.
     fn nearest(&mut self, _query: &[f32], _depth: usize) -> Result<Vec<(Uuid, f64)>> {
-        Err(StoreError::Refused(
-            "this store has no vector index to search (--search index needs PostgreSQL with a pgvector `vector` column)".into(),
-        ))
+        Err(StoreError::Refused("this store has no vector index to search (--search index needs PostgreSQL with a pgvector `vector` column)".into()))
     }
-    /// The chunks whose stored embedding was computed from another text than the one they hold
-    /// now (stale vectors), by id.
-    // TODO(branch `stale`): implemented there for both stores (text SHA-256 per stored
-    // embedding); this default keeps `eval`'s refusal hook compiling until the merge.
+    /// The chunks whose stored embedding was made from another text than theirs (stale).
+    // TODO(branch `stale`): implemented there for both stores; this default is `eval`'s hook.
     fn stale_chunk_ids(&mut self) -> Result<Vec<Uuid>> {
         Ok(Vec::new())
     }
 }
 
-/// What [`ReadSnapshot::for_each_embedding`] calls with each block: chunk ids, and their vectors
-/// row after row.
+/// What [`ReadSnapshot::for_each_embedding`] calls: chunk ids, their vectors row after row.
 pub type EmbeddingVisitor<'a> = dyn FnMut(&[Uuid], &[f32]) -> Result<()> + 'a;
-
 /// Chunks per block of [`ReadSnapshot::for_each_embedding`].
 pub const EMBEDDING_BLOCK: usize = 1024;
 
