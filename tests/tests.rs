@@ -18,6 +18,7 @@ mod config_file;
 mod conventions;
 mod crash_safety;
 mod embeddings;
+mod eval;
 mod format_bytes;
 mod format_fuzz;
 mod hardening;

@@ -11,6 +11,7 @@ mod config;
 mod diff;
 mod dump;
 mod embed;
+mod eval;
 mod generate;
 mod init;
 mod load;
@@ -236,6 +237,9 @@ enum Command {
     /// Print each TEXT's embedding as a JSON array, one per line (no TEXT: JSON strings, one per
     /// line, from stdin).
     Embed(embed::EmbedArgs),
+    /// Score retrieval on the golden queries (recall, precision, nDCG, MRR, MAP); --save a
+    /// baseline, --check against one.
+    Eval(eval::EvalArgs),
     /// Show what changed between two backups, or a backup and the database (`db:`).
     Diff(diff::DiffArgs),
     /// The history of a backup file tracked in git: counts and changes per commit.
@@ -303,6 +307,7 @@ fn dispatch(cli: &Cli, out: &Output) -> Result<i32, OpError> {
         Command::Load(args) => load::run(&ctx, args),
         Command::Reembed(args) => reembed::run(&ctx, args),
         Command::Embed(args) => embed::run(&ctx, args),
+        Command::Eval(args) => eval::run(&ctx, args),
         Command::Diff(args) => diff::run(&ctx, args),
         Command::Log(args) => log::run(&ctx, args),
         Command::Generate(args) => generate::run(&ctx, args),

@@ -19,6 +19,8 @@ pub struct ReembedArgs {
     pub cache: CacheUse,
     #[command(flatten)]
     pub lock: LockArgs,
+    #[command(flatten)]
+    pub eval: super::eval::EvalAfter,
 }
 
 /// Embeds the chunks that lack the configured model's embedding.
@@ -31,6 +33,16 @@ pub fn run(ctx: &Context, args: &ReembedArgs) -> Result<i32, OpError> {
     };
     let mut store = ctx.open_store(Create::No, args.lock.wait())?;
     let summary = reembed(store.as_mut(), embedder.as_ref(), &options, &ctx.progress())?;
+    if args.eval.eval {
+        return super::eval::after(
+            ctx,
+            "reembed",
+            serde_json::json!(summary),
+            &|| ctx.out.reembed(&summary),
+            store.as_mut(),
+            embedder.as_ref(),
+        );
+    }
     ctx.out.reembed(&summary);
     Ok(0)
 }

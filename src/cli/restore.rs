@@ -45,6 +45,8 @@ pub struct RestoreArgs {
     pub cache: CacheUse,
     #[command(flatten)]
     urls: UrlArgs,
+    #[command(flatten)]
+    pub eval: super::eval::EvalAfter,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -91,6 +93,16 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<i32, OpError> {
     };
     let mut store = ctx.open_store(create, args.lock.wait())?;
     let summary = restore(store.as_mut(), embedder.as_ref(), &options, &ctx.progress())?;
+    if args.eval.eval && !args.dry_run {
+        return super::eval::after(
+            ctx,
+            "restore",
+            serde_json::json!(summary),
+            &|| ctx.out.restore(&summary),
+            store.as_mut(),
+            embedder.as_ref(),
+        );
+    }
     ctx.out.restore(&summary);
     Ok(0)
 }

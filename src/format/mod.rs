@@ -2,6 +2,7 @@
 //! the validation rules. The specification is `docs/FORMAT.md`; this module is its reference
 //! implementation.
 
+pub mod queries;
 pub mod reader;
 pub mod record;
 pub mod urls;

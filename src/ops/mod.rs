@@ -9,6 +9,7 @@ pub mod backup;
 pub mod cache;
 pub mod diff;
 pub mod embedding;
+pub mod eval;
 pub mod history;
 pub mod reembed;
 pub mod restore;

@@ -269,7 +269,25 @@ pub trait ReadSnapshot {
     /// tables): the stale chunks (all ids, or the first `limit`) and those of unknown
     /// provenance (the first few).
     fn embedding_provenance(&mut self, limit: Option<usize>) -> Result<Provenance>;
+    /// Calls `visit` with blocks (≈ [`EMBEDDING_BLOCK`] chunks, in no particular order) of the
+    /// ids and vectors, row after row, of the chunk embeddings `model` made with `dimension`.
+    fn for_each_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        visit: &mut EmbeddingVisitor<'_>,
+    ) -> Result<()>;
+    /// The `depth` chunks nearest to `query` by the database's own search (`ORDER BY embedding
+    /// <=> query LIMIT depth`: the application's index, if any), with cosine similarities.
+    fn nearest(&mut self, _query: &[f32], _depth: usize) -> Result<Vec<(Uuid, f64)>> {
+        Err(StoreError::Refused("this store has no vector index to search (--search index needs PostgreSQL with a pgvector `vector` column)".into()))
+    }
 }
+
+/// What [`ReadSnapshot::for_each_embedding`] calls: chunk ids, their vectors row after row.
+pub type EmbeddingVisitor<'a> = dyn FnMut(&[Uuid], &[f32]) -> Result<()> + 'a;
+/// Chunks per block of [`ReadSnapshot::for_each_embedding`].
+pub const EMBEDDING_BLOCK: usize = 1024;
 
 /// How one analysis changes when `restore --replace` applies only the difference: the file's
 /// version, and which of its stored parts go and come.

@@ -24,3 +24,9 @@ export DATABASE_URL="sqlite:$db"
 goldset verify --file-only --file "$backup"
 goldset restore --replace --file "$backup"
 goldset verify --file "$backup"
+# Did retrieval get worse? With golden queries and a saved baseline committed beside the backup
+# (`goldset eval --save`), score them on the restored dataset and fail on a drop. Use the
+# embedder the baseline was saved with (GOLDSET_EMBEDDER), or the check compares two models.
+if [ -f data/golden_queries.json ] && [ -f data/golden_eval.json ]; then
+    goldset eval --check
+fi

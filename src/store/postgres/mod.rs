@@ -26,6 +26,7 @@ mod native;
 mod provenance;
 mod read;
 mod tls;
+mod vectors;
 mod write;
 
 pub use connect::describe;

@@ -483,6 +483,19 @@ impl ReadSnapshot for PgSnapshot<'_> {
         embedding_provenance(&mut self.tx, &self.reading, limit)
     }
 
+    fn for_each_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        visit: &mut super::super::EmbeddingVisitor<'_>,
+    ) -> Result<()> {
+        super::vectors::for_each_embedding(&mut self.tx, &self.reading, model, dimension, visit)
+    }
+
+    fn nearest(&mut self, query: &[f32], depth: usize) -> Result<Vec<(Uuid, f64)>> {
+        super::vectors::nearest(&mut self.tx, &self.reading, query, depth)
+    }
+
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth> {
         let r = &self.reading;
         let (found, join) = r.model();

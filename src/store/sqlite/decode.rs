@@ -49,6 +49,11 @@ impl<'a, 'r> RowReader<'a, 'r> {
         StoreError::bad_row(self.table, &self.id, column, reason)
     }
 
+    /// An error about column `i` of this row.
+    pub(super) fn bad_column(&self, i: usize, reason: impl std::fmt::Display) -> StoreError {
+        self.bad(i, reason)
+    }
+
     /// Column `i` as `T` (an `Option` where NULL is allowed).
     pub(super) fn get<T: FromSql>(&self, i: usize) -> Result<T> {
         self.row.get(i).map_err(|e| self.bad(i, e))

@@ -16,6 +16,7 @@ mod catalog;
 mod decode;
 mod native;
 mod read;
+mod vectors;
 mod write;
 
 pub(super) use native::check_file;

@@ -80,7 +80,7 @@ impl Reading<'_> {
     }
 
     /// The number of values in chunk `c`'s embedding.
-    fn dimension(&self) -> String {
+    pub(super) fn dimension(&self) -> String {
         let e = format!("c.{}", q(&self.layout.chunks.embedding));
         match self.layout.embedding {
             EmbeddingEncoding::Json => format!("json_array_length({e})"),
@@ -480,6 +480,15 @@ impl ReadSnapshot for SqliteSnapshot<'_> {
             }
         }
         Ok((n, examples))
+    }
+
+    fn for_each_embedding(
+        &mut self,
+        model: &str,
+        dimension: usize,
+        visit: &mut super::super::EmbeddingVisitor<'_>,
+    ) -> Result<()> {
+        super::vectors::for_each_embedding(&self.tx, self.reading, model, dimension, visit)
     }
 
     fn embedding_health(&mut self, model: &str, dimension: usize) -> Result<EmbeddingHealth> {
