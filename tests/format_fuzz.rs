@@ -183,6 +183,52 @@ fn corpus() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz")
 }
 
+/// Every place an error names is a real one (1-based line and column): the file cut after
+/// each line, and with each line removed, where errors fall at a line's start (where serde_json
+/// itself says "column 0").
+#[test]
+fn error_positions_are_never_column_0() {
+    let bytes = base();
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for cut in 0..lines.len() {
+        inputs.push(lines[..cut].concat());
+        let mut without = lines.clone();
+        without.remove(cut);
+        inputs.push(without.concat());
+    }
+    let mut errors = 0;
+    for input in &inputs {
+        let policy = UrlPolicy::default();
+        let mut validator = Validator::new("fuzz.json", &policy);
+        let messages: Vec<String> = match read_backup(input.as_slice(), |item: Item| {
+            validator.item(item);
+            Ok::<(), std::convert::Infallible>(())
+        }) {
+            Err(e) => vec![format!("fuzz.json:{e}")],
+            Ok(header) => {
+                let (report, _) = validator.finish(&header, MetadataFile::Absent("none".into()));
+                report.first_errors(100)
+            }
+        };
+        for message in messages {
+            errors += 1;
+            if let Some(rest) = message.strip_prefix("fuzz.json:") {
+                let mut parts = rest.splitn(3, ':');
+                let (line, column) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                if let (Ok(line), Ok(column)) = (line.parse::<u64>(), column.parse::<u64>()) {
+                    assert!(line >= 1 && column >= 1, "{message}");
+                }
+            }
+            assert!(!message.contains("column 0"), "{message}");
+        }
+    }
+    assert!(
+        errors > inputs.len() / 2,
+        "the inputs are refused ({errors} errors)"
+    );
+}
+
 #[test]
 fn fuzz_corpus_stays_fixed() {
     let dir = corpus();

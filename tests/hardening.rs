@@ -369,3 +369,102 @@ fn a_full_disk_changes_nothing_and_leaves_nothing() {
     assert_eq!(ws.fingerprint(), before);
     assert_eq!(leftovers(ws.path("").as_path()), Vec::<String>::new());
 }
+
+/// Runs goldset where permissions stop it: as `nobody` (through `setpriv`) when the tests run as
+/// root, whom permissions do not stop, else as the current user. The binary is copied into the
+/// workspace, which is opened to others, so that `nobody` can run it wherever the checkout is.
+fn without_permission(ws: &Workspace, database: &str, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let open = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(ws.path("").as_path(), 0o755);
+    let binary = ws.path("goldset-bin");
+    if !binary.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_goldset"), &binary).unwrap();
+        open(&binary, 0o755);
+    }
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&binary);
+        c
+    } else {
+        Command::new(&binary)
+    };
+    cmd.args(args)
+        .current_dir(ws.path(""))
+        .env("DATABASE_URL", database)
+        .env("GOLDSET_EMBEDDER", "hash")
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("GOLDSET_CONFIG")
+        .env_remove("GOLDSET_LOG");
+    let out = cmd.output().expect("setpriv (util-linux) runs");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    out
+}
+
+/// Read-only targets, for a user whom permissions stop: `backup`, `dump` into a folder it may not
+/// write, `restore` and `load` into a database file it may not write. Each fails with exit 2
+/// naming the file and the cause, and changes and leaves nothing.
+#[test]
+fn read_only_targets_are_refused_and_keep_their_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let ws = Workspace::on(Backend::Sqlite);
+    ws.load(&sample());
+    std::fs::create_dir(ws.path("ro")).unwrap();
+    ws.ok(&["backup", "-q", "--file", "ro/b.json"]);
+    ws.ok(&["dump", "-q", "--file", "snap.db"]);
+    std::fs::copy(ws.path("golden.db"), ws.path("ro/golden.db")).unwrap();
+    for file in ["ro/b.json", "ro/b_metadata.json", "ro/golden.db"] {
+        mode(&ws.path(file), 0o444);
+    }
+    mode(&ws.path("ro"), 0o555);
+    mode(&ws.path("snap.db"), 0o644);
+    let before: Vec<Vec<u8>> = ["ro/b.json", "ro/golden.db"]
+        .iter()
+        .map(|f| std::fs::read(ws.path(f)).unwrap())
+        .collect();
+    let writable = format!("sqlite:{}", ws.path("golden.db").display());
+    let read_only = format!("sqlite:{}", ws.path("ro/golden.db").display());
+    mode(&ws.path("golden.db"), 0o644);
+    let sample = sample();
+    let cases: [(&str, &[&str]); 4] = [
+        (&writable, &["backup", "--file", "ro/b.json"]),
+        (&writable, &["dump", "--file", "ro/snap.db"]),
+        (
+            &read_only,
+            &[
+                "restore",
+                "--replace",
+                "--bulk",
+                "--file",
+                sample.to_str().unwrap(),
+            ],
+        ),
+        (&read_only, &["load", "--replace", "--file", "snap.db"]),
+    ];
+    for (database, args) in cases {
+        let out = without_permission(&ws, database, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("Permission denied")
+                || err.contains("readonly")
+                || err.contains("read-only"),
+            "{args:?}: the cause is named: {err}"
+        );
+        assert!(err.contains("ro/"), "{args:?}: the file is named: {err}");
+        let now: Vec<Vec<u8>> = ["ro/b.json", "ro/golden.db"]
+            .iter()
+            .map(|f| std::fs::read(ws.path(f)).unwrap())
+            .collect();
+        assert!(now == before, "{args:?} changed a read-only file");
+        assert_eq!(leftovers(&ws.path("ro")), Vec::<String>::new(), "{args:?}");
+    }
+}

@@ -115,6 +115,26 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Fails, naming the file, when this user may not write the database file or the folder
+    /// that holds it (where SQLite keeps its journal) — before SQLite says only "attempt to
+    /// write a readonly database".
+    fn check_writable(&self) -> Result<()> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(StoreError::file(&self.path))?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        // The journal is created beside the file: a probe file there, removed at once.
+        tempfile::Builder::new()
+            .prefix(".goldset-probe-")
+            .tempfile_in(dir)
+            .map(drop)
+            .map_err(StoreError::file(dir))
+    }
+
     /// Opens an application's database file to work on its tables in place: read-only unless
     /// the command writes, with no migration and no change of journal mode.
     fn open_adopted(path: &Path, options: &OpenOptions, mapping: &Layout) -> Result<Self> {
@@ -241,6 +261,7 @@ impl Store for SqliteStore {
         _tools: &NativeTools,
     ) -> Result<()> {
         self.refuse_native("load")?;
+        self.check_writable()?;
         self.load_native(source, snapshot)
     }
 
@@ -271,6 +292,7 @@ impl Store for SqliteStore {
     }
 
     fn begin_row_level(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        self.check_writable()?;
         // On goldset's own tables too: the mapping's row-level writer over `Layout::own`.
         let catalog = catalog::read(&self.conn)?;
         let tx = self
@@ -284,6 +306,7 @@ impl Store for SqliteStore {
     }
 
     fn begin(&mut self) -> Result<Box<dyn WriteTransaction + '_>> {
+        self.check_writable()?;
         if !self.layout.owned {
             let catalog = catalog::read(&self.conn)?;
             let tx = self
