@@ -332,3 +332,26 @@ store_test! {
         assert_eq!(ws.fingerprint(), by_difference);
     }
 }
+
+store_test! {
+    /// A chunk moved to another analysis (the same id) by difference: taken out of its old
+    /// analysis before it is added to the new one, whichever comes first in the file.
+    fn a_chunk_moved_to_another_analysis_is_replaced_by_difference(backend) {
+        let ws = Workspace::on(backend);
+        ws.load(&sample());
+        for (from, to) in [(1, 0), (0, 1)] {
+            let mut doc = json(&std::fs::read_to_string(sample()).unwrap());
+            let analyses = doc["analyses"].as_array_mut().unwrap();
+            let mut chunk = analyses[from]["chunks"].as_array_mut().unwrap().pop().unwrap();
+            let to_chunks = analyses[to]["chunks"].as_array_mut().unwrap();
+            chunk["chunk_index"] = to_chunks.len().into();
+            to_chunks.push(chunk);
+            let name = format!("moved-{from}-{to}.json");
+            std::fs::write(ws.path(&name), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+            let out = ws.ok(&["restore", "--replace", "--file", &name]);
+            assert!(out.contains("changed (1 chunks rewritten"), "{out}");
+            ws.ok(&["verify", "--file", &name]);
+            ws.load(&sample());
+        }
+    }
+}

@@ -9,7 +9,7 @@ use super::embedding;
 use super::OpError;
 use crate::embed::Embedder;
 use crate::model::{Analysis, Chunk, Counts, Finding};
-use crate::store::{Patch, WriteTransaction};
+use crate::store::{Patch, RecordKind, WriteTransaction};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -124,6 +124,8 @@ pub(crate) fn apply_batch(
     tally: &mut DifferenceTally,
 ) -> Result<Vec<Analysis>, OpError> {
     let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
+    // Before the stored analyses are read, so that none of them still holds a moved chunk.
+    take_out_moved_chunks(tx, &batch, embedder.model_id())?;
     let stored = match tx.analyses_by_id(&ids) {
         Err(e @ crate::store::StoreError::BadRow { .. }) if unreadable == Unreadable::Rewrite => {
             tracing::warn!("{e}: the batch's stored analyses are replaced whole");
@@ -163,6 +165,44 @@ pub(crate) fn apply_batch(
         }
     }
     Ok(new)
+}
+
+/// Chunks of the batch that the database holds under another analysis (moved from one analysis
+/// to another in the file) are taken out of their old analysis first — what that analysis's
+/// own patch does, whenever it comes —, so that adding them to their new one cannot collide
+/// with the row still there.
+fn take_out_moved_chunks(
+    tx: &mut dyn WriteTransaction,
+    batch: &[Analysis],
+    model: &str,
+) -> Result<(), OpError> {
+    let owner_in_file: HashMap<Uuid, Uuid> = batch
+        .iter()
+        .flat_map(|a| a.chunks.iter().map(move |c| (c.id, a.id)))
+        .collect();
+    let mut elsewhere: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for e in tx.existing(batch)? {
+        if e.kind == RecordKind::Chunk && owner_in_file.get(&e.id).is_some_and(|o| *o != e.owner) {
+            elsewhere.entry(e.owner).or_default().push(e.id);
+        }
+    }
+    for (owner, chunks) in elsewhere {
+        for old in tx.analyses_by_id(&[owner])? {
+            tracing::debug!(analysis = %owner, ?chunks, "chunks moved to another analysis");
+            let patch = Patch {
+                analysis: &old,
+                row: false,
+                findings: false,
+                remove_chunks: chunks.clone(),
+                add_chunks: Vec::new(),
+                update_chunks: Vec::new(),
+                moved_chunks: Vec::new(),
+                artifact: false,
+            };
+            tx.apply_patch(&patch, &HashMap::new(), model)?;
+        }
+    }
+    Ok(())
 }
 
 /// The vectors the patch needs, by chunk id: one for every added chunk and every updated chunk
