@@ -3,11 +3,15 @@
 //! `1_Pooling/config.json`; `Normalize` honoured when `modules.json` lists it; truncation at
 //! `max_seq_length` from `sentence_bert_config.json` (a packaged `tokenizer.json` may carry a
 //! shorter truncation and a fixed padding of its own: both are replaced).
+//!
+//! The encoder runs at the best instruction-set level the CPU has (AVX-512, AVX2 or the
+//! baseline; logged at `-v`); `GOLDSET_SIMD=baseline|avx2|avx512` forces a level (to compare
+//! them; one the CPU lacks is an error).
 
 use super::{EmbedError, Embedder};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use goldset_bert::{BertConfig, BertEncoder, Tokens, Workspace};
+use goldset_bert::{BertConfig, BertEncoder, Level, Tokens, Workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationParams};
@@ -25,6 +29,32 @@ enum Pooling {
 /// busy and the attention of the texts balanced over the cores, few enough that the buffers
 /// (tokens × 1536 values for MiniLM's feed-forward layer) stay small.
 const MODEL_BATCH: usize = 16;
+
+/// The variable that forces an instruction-set level (see the module documentation).
+const SIMD_VARIABLE: &str = "GOLDSET_SIMD";
+
+/// The level `GOLDSET_SIMD` asks for (`None` when unset or empty).
+fn forced_level(value: Option<std::ffi::OsString>) -> Result<Option<Level>, EmbedError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| EmbedError::InvalidSpec {
+        spec: format!("{SIMD_VARIABLE}={}", value.to_string_lossy()),
+        reason,
+    };
+    let level: Level = value
+        .to_str()
+        .ok_or_else(|| invalid("not UTF-8".to_owned()))?
+        .parse()
+        .map_err(|e: goldset_bert::UnknownLevel| invalid(e.to_string()))?;
+    if !level.is_supported() {
+        return Err(invalid(format!(
+            "this CPU does not support it (the best it has: {})",
+            Level::best()
+        )));
+    }
+    Ok(Some(level))
+}
 
 /// See the module documentation.
 pub struct LocalEmbedder {
@@ -183,6 +213,7 @@ impl LocalEmbedder {
     /// Loads the model in `dir`; `name` identifies it (stored with every embedding, with a
     /// digest of the weights so that two different models never share an id).
     pub fn load(dir: &Path, name: &str) -> Result<Self, EmbedError> {
+        let forced = forced_level(std::env::var_os(SIMD_VARIABLE))?;
         let config: BertConfig = serde_json::from_value(read_json(&dir.join("config.json"))?)
             .map_err(|e| {
                 failed(format!(
@@ -262,9 +293,18 @@ impl LocalEmbedder {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
                 .map_err(failed)?;
-        let model = BertEncoder::load(vb.clone(), &config)
+        let mut model = BertEncoder::load(vb.clone(), &config)
             .or_else(|_| BertEncoder::load(vb.pp("bert"), &config))
             .map_err(|e| failed(format!("{}: {e}", weights.display())))?;
+        if let Some(level) = forced {
+            model.set_level(level).map_err(failed)?;
+        }
+        tracing::info!(
+            level = %model.level(),
+            best = %Level::best(),
+            forced = forced.is_some(),
+            "local embedder: CPU kernels"
+        );
         let dimension = pooling_config["word_embedding_dimension"]
             .as_u64()
             .map(|d| d as usize)
@@ -378,8 +418,29 @@ impl Embedder for LocalEmbedder {
 
 #[cfg(test)]
 mod tests {
-    use super::{cached_in, hub_cache_from, model_name};
+    use super::{cached_in, forced_level, hub_cache_from, model_name, EmbedError, Level};
     use std::path::PathBuf;
+
+    #[test]
+    fn goldset_simd_forces_a_supported_level_and_refuses_others() {
+        let forced = |v: &str| forced_level(Some(v.into()));
+        assert_eq!(forced_level(None).unwrap(), None);
+        assert_eq!(forced("").unwrap(), None);
+        for level in Level::supported() {
+            assert_eq!(forced(level.name()).unwrap(), Some(level));
+        }
+        for level in Level::ALL.into_iter().filter(|l| !l.is_supported()) {
+            let err = forced(level.name()).unwrap_err().to_string();
+            assert!(err.contains("does not support"), "{err}");
+        }
+        match forced("avx9").unwrap_err() {
+            EmbedError::InvalidSpec { spec, reason } => {
+                assert_eq!(spec, "GOLDSET_SIMD=avx9");
+                assert!(reason.contains("baseline, avx2 or avx512"), "{reason}");
+            }
+            other => panic!("{other}"),
+        }
+    }
 
     #[test]
     fn the_hub_cache_is_hf_hub_cache_then_hf_home_then_home() {

@@ -2,14 +2,24 @@
 //!
 //! Every element-wise step of a layer is fused into one parallel pass over rows (rayon): bias
 //! and activation, bias and residual and layer norm, bias of the stacked query/key/value
-//! projection. Matrix products go to the `gemm` crate (what candle uses on CPU, with runtime
-//! AVX2/FMA/AVX-512 dispatch); the kernels here are compiled twice, for the x86-64 baseline and
-//! for AVX2, and pick one at run time, since a default build targets the baseline (4-wide SSE2).
+//! projection. Matrix products go to the `gemm` crate (what candle uses on CPU).
 //!
-//! Reductions (sums, maxima) run over 8 independent lanes, which the compiler can vectorise; the
-//! order of additions therefore differs from a sequential sum by rounding only.
+//! Each kernel takes the [`Level`] to run at (clamped to what the CPU has, so any value is
+//! safe): `Baseline` is the plain Rust below compiled for the target's baseline (4-wide SSE2 on
+//! x86-64), `Avx2` the same code compiled with AVX2 and FMA enabled, `Avx512` hand-written
+//! AVX-512F intrinsics (`avx512.rs`); [`matmul`] runs gemm's micro-kernels of that level.
+//!
+//! Reductions (sums, maxima) run over independent lanes (8 here, 16 in `avx512.rs`), which the
+//! compiler can vectorise; the order of additions therefore differs from a sequential sum, and
+//! from level to level, by rounding only.
 
+use crate::Level;
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
 
 /// Rows handed to one rayon task: large enough to amortise scheduling.
 const ROWS_PER_TASK: usize = 16;
@@ -17,26 +27,32 @@ const ROWS_PER_TASK: usize = 16;
 /// Lanes of the vectorisable reductions (one AVX2 register of `f32`).
 const LANES: usize = 8;
 
-/// Defines `fn $name` that runs `$body` compiled for AVX2 when the CPU has it (checked once and
-/// cached by the standard library), and for the baseline otherwise.
+/// Defines `fn $name(level, …)` that runs `$body` compiled for AVX2 and FMA at `Level::Avx2`,
+/// `avx512::$name` at `Level::Avx512`, and `$body` for the baseline otherwise — each only when
+/// the CPU has it ([`Level::clamped`]).
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name(level: Level, $($arg: $ty),*) {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    generic($($arg),*)
+            fn generic($($arg: $ty),*) $body
+            match level.clamped() {
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx512 => {
+                    // SAFETY: the CPU supports AVX-512F (`clamped`).
+                    unsafe { avx512::$name($($arg),*) }
                 }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2, checked just above.
-                    return unsafe { avx2($($arg),*) };
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx2 => {
+                    #[target_feature(enable = "avx2,fma")]
+                    fn avx2($($arg: $ty),*) {
+                        generic($($arg),*)
+                    }
+                    // SAFETY: the CPU supports AVX2 and FMA (`clamped`).
+                    unsafe { avx2($($arg),*) }
                 }
+                _ => generic($($arg),*),
             }
-            generic($($arg),*)
         }
     };
 }
@@ -153,9 +169,9 @@ multiversion! {
 }
 
 /// `x ← act(x + bias)`, row by row (`x` is `(rows, bias.len())`).
-pub fn bias_activation(x: &mut [f32], bias: &[f32], act: Act) {
+pub fn bias_activation(level: Level, x: &mut [f32], bias: &[f32], act: Act) {
     for_rows(x, bias.len(), |rows, _| {
-        bias_activation_rows(rows, bias, act)
+        bias_activation_rows(level, rows, bias, act)
     });
 }
 
@@ -170,8 +186,8 @@ multiversion! {
 }
 
 /// `x ← x + bias`, row by row (`x` is `(rows, bias.len())`).
-pub fn add_bias(x: &mut [f32], bias: &[f32]) {
-    for_rows(x, bias.len(), |rows, _| add_bias_rows(rows, bias));
+pub fn add_bias(level: Level, x: &mut [f32], bias: &[f32]) {
+    for_rows(x, bias.len(), |rows, _| add_bias_rows(level, rows, bias));
 }
 
 /// Weights of a layer norm over rows.
@@ -184,57 +200,80 @@ pub struct Norm<'a> {
     pub eps: f32,
 }
 
+impl Norm<'_> {
+    /// Checks that the weights are `width` long (the kernels rely on it).
+    fn check(&self, width: usize) {
+        assert!(
+            self.weight.len() == width && self.bias.len() == width,
+            "layer norm: {} weights and {} biases for rows of {width}",
+            self.weight.len(),
+            self.bias.len()
+        );
+    }
+}
+
+/// Normalises one row in place (mean 0, variance 1, then scale and shift).
+#[inline(always)]
+fn norm_row(row: &mut [f32], norm: &Norm) {
+    let n = row.len() as f32;
+    let mean = sum_of(row, |v| v) / n;
+    for v in row.iter_mut() {
+        *v -= mean;
+    }
+    let variance = sum_of(row, |v| v * v) / n;
+    let scale = 1.0 / (variance + norm.eps).sqrt();
+    for ((v, &w), &b) in row.iter_mut().zip(norm.weight).zip(norm.bias) {
+        *v = *v * scale * w + b;
+    }
+}
+
 multiversion! {
-    /// Normalises one row in place (mean 0, variance 1, then scale and shift).
-    fn norm_row(row: &mut [f32], norm: &Norm) {
-        let n = row.len() as f32;
-        let mean = sum_of(row, |v| v) / n;
-        for v in row.iter_mut() {
-            *v -= mean;
-        }
-        let variance = sum_of(row, |v| v * v) / n;
-        let scale = 1.0 / (variance + norm.eps).sqrt();
-        for ((v, &w), &b) in row.iter_mut().zip(norm.weight).zip(norm.bias) {
-            *v = *v * scale * w + b;
+    fn norm_rows(rows: &mut [f32], norm: &Norm) {
+        for row in rows.chunks_exact_mut(norm.weight.len()) {
+            norm_row(row, norm);
         }
     }
 }
 
 multiversion! {
-    fn add_bias_residual_rows(rows: &mut [f32], bias: &[f32], residual: &[f32]) {
-        for (row, r_row) in rows.chunks_exact_mut(bias.len()).zip(residual.chunks_exact(bias.len())) {
+    fn bias_residual_norm_rows(rows: &mut [f32], bias: &[f32], residual: &[f32], norm: &Norm) {
+        let width = bias.len();
+        for (row, r_row) in rows.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
             for ((v, &b), &r) in row.iter_mut().zip(bias).zip(r_row) {
                 *v += b + r;
             }
+            norm_row(row, norm);
         }
     }
 }
 
 /// `x ← norm(x + bias + residual)`, row by row (`x` and `residual` are `(rows, bias.len())`).
-pub fn bias_residual_norm(x: &mut [f32], bias: &[f32], residual: &[f32], norm: &Norm) {
+pub fn bias_residual_norm(
+    level: Level,
+    x: &mut [f32],
+    bias: &[f32],
+    residual: &[f32],
+    norm: &Norm,
+) {
     let width = bias.len();
     assert_eq!(x.len(), residual.len(), "bias-residual-norm: shapes differ");
+    norm.check(width);
     for_rows(x, width, |rows, first| {
         let start = first * width;
-        add_bias_residual_rows(rows, bias, &residual[start..start + rows.len()]);
-        for row in rows.chunks_exact_mut(width) {
-            norm_row(row, norm);
-        }
+        let residual = &residual[start..start + rows.len()];
+        bias_residual_norm_rows(level, rows, bias, residual, norm);
     });
 }
 
 /// Layer norm of every row of `x` (`(rows, norm.weight.len())`), in place.
-pub fn layer_norm(x: &mut [f32], norm: &Norm) {
-    for_rows(x, norm.weight.len(), |rows, _| {
-        for row in rows.chunks_exact_mut(norm.weight.len()) {
-            norm_row(row, norm);
-        }
-    });
+pub fn layer_norm(level: Level, x: &mut [f32], norm: &Norm) {
+    let width = norm.weight.len();
+    norm.check(width);
+    for_rows(x, width, |rows, _| norm_rows(level, rows, norm));
 }
 
 multiversion! {
-    /// Softmax of every row of `scores` (`(rows, width)`), in place.
-    pub fn softmax_rows(scores: &mut [f32], width: usize) {
+    fn softmax(scores: &mut [f32], width: usize) {
         for row in scores.chunks_exact_mut(width) {
             let top = max(row);
             for v in row.iter_mut() {
@@ -246,6 +285,15 @@ multiversion! {
             }
         }
     }
+}
+
+/// Softmax of every row of `scores` (`(rows, width)`), in place.
+pub fn softmax_rows(level: Level, scores: &mut [f32], width: usize) {
+    assert!(
+        width > 0 && scores.len().is_multiple_of(width),
+        "rows of {width} values"
+    );
+    softmax(level, scores, width);
 }
 
 /// A matrix view into a slice: element `(i, j)` is `data[i · row_stride + j · column_stride]`.
@@ -282,12 +330,20 @@ impl Matrix<'_> {
 }
 
 /// `dst ← lhs · rhs`, where `dst` holds `lhs.rows × rhs.columns` values with rows
-/// `dst_row_stride` apart (columns contiguous). `parallel` spreads the product over rayon's
-/// threads; a product inside a parallel loop runs on its own thread.
+/// `dst_row_stride` apart (columns contiguous), with gemm's micro-kernels of `level`.
+/// `parallel` spreads the product over rayon's threads; a product inside a parallel loop runs on
+/// its own thread.
 ///
 /// # Panics
 /// If the shapes do not agree or a view reaches past its slice.
-pub fn matmul(dst: &mut [f32], dst_row_stride: usize, lhs: Matrix, rhs: Matrix, parallel: bool) {
+pub fn matmul(
+    level: Level,
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    lhs: Matrix,
+    rhs: Matrix,
+    parallel: bool,
+) {
     let (m, k, n) = (lhs.rows, lhs.columns, rhs.columns);
     assert_eq!(k, rhs.rows, "matmul: inner dimensions differ");
     if m == 0 || n == 0 {
@@ -312,152 +368,99 @@ pub fn matmul(dst: &mut [f32], dst_row_stride: usize, lhs: Matrix, rhs: Matrix, 
     } else {
         gemm::Parallelism::None
     };
+    let dst = dst.as_mut_ptr();
+    let (lhs_data, rhs_data) = (lhs.data.as_ptr(), rhs.data.as_ptr());
+    let (lhs_cs, lhs_rs) = (lhs.column_stride as isize, lhs.row_stride as isize);
+    let (rhs_cs, rhs_rs) = (rhs.column_stride as isize, rhs.row_stride as isize);
+    let dst_rs = dst_row_stride as isize;
+    // `gemm::gemm` runs the micro-kernels of the best level the CPU has; this is the same call
+    // (`gemm_f32`'s `gemm_basic`, `dst ← 0 · dst + 1 · lhs · rhs`) with those of `level`.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! product {
+        ($simd:expr, $kernels:ident, $lanes:literal) => {{
+            use gemm_f32::microkernel::$kernels::f32 as ukr;
+            gemm_common::gemm::gemm_basic_generic::<
+                _,
+                f32,
+                $lanes,
+                { ukr::MR_DIV_N * $lanes },
+                { ukr::NR },
+                { ukr::MR_DIV_N },
+                { ukr::H_M },
+                { ukr::H_N },
+            >(
+                $simd,
+                m,
+                n,
+                k,
+                dst,
+                1,
+                dst_rs,
+                false,
+                lhs_data,
+                lhs_cs,
+                lhs_rs,
+                rhs_data,
+                rhs_cs,
+                rhs_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                |a, b, c| a * b + c,
+                &ukr::UKR,
+                &ukr::H_UKR,
+                false,
+                parallelism,
+            )
+        }};
+    }
     // SAFETY: every index the product touches was bounds-checked above; `dst` is exclusively
-    // borrowed and does not overlap the shared operands.
+    // borrowed and does not overlap the shared operands; a SIMD token exists only when the CPU
+    // has its instructions.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_row_stride as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.column_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.column_stride as isize,
-            rhs.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_within_two_ten_millionths_relative_of_std() {
-        for i in -87_000..=88_000 {
-            let x = i as f32 / 1000.0;
-            let (fast, exact) = (exp(x), x.exp());
-            assert!(
-                ((fast - exact) / exact).abs() < 2e-7,
-                "exp({x}): {fast} vs {exact}"
-            );
-        }
-    }
-
-    #[test]
-    fn erf_is_within_half_a_millionth_of_libm() {
-        for i in -8000..=8000 {
-            let x = i as f32 / 1000.0;
-            let (fast, exact) = (erf(x), libm::erff(x));
-            assert!((fast - exact).abs() < 5e-7, "erf({x}): {fast} vs {exact}");
-        }
-    }
-
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn matmul_matches_a_naive_product_for_strided_and_transposed_views() {
-        let (m, k, n) = (37, 19, 23);
-        let a = values(m * k, 1);
-        // b stored transposed: (n, k), viewed as (k, n).
-        let b = values(n * k, 2);
-        let lhs = Matrix {
-            data: &a,
-            rows: m,
-            columns: k,
-            row_stride: k,
-            column_stride: 1,
-        };
-        let rhs = Matrix {
-            data: &b,
-            rows: n,
-            columns: k,
-            row_stride: k,
-            column_stride: 1,
-        }
-        .t();
-        let stride = n + 5;
-        let mut dst = vec![f32::NAN; m * stride];
-        matmul(&mut dst, stride, lhs, rhs, true);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
-                let got = dst[i * stride + j];
-                assert!((got - want).abs() < 1e-5, "({i}, {j}): {got} vs {want}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            use gemm_common::simd::{Scalar, V3, V4};
+            let level = level.clamped();
+            if level == Level::Avx512 {
+                if let Some(simd) = V4::try_new() {
+                    return product!(simd, avx512f, 16);
+                }
             }
-            // Columns past n are left alone.
-            assert!(dst[i * stride + n].is_nan());
-        }
-    }
-
-    #[test]
-    fn softmax_rows_sum_to_one_and_keep_order() {
-        let mut scores = values(3 * 13, 3);
-        scores[5] = 30.0;
-        let before = scores.clone();
-        softmax_rows(&mut scores, 13);
-        for (row, old) in scores.chunks(13).zip(before.chunks(13)) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-            let denominator: f64 = old.iter().map(|&v| (v as f64).exp()).sum();
-            for (&p, &v) in row.iter().zip(old) {
-                assert!((p as f64 - (v as f64).exp() / denominator).abs() < 1e-6);
+            if level >= Level::Avx2 {
+                if let Some(simd) = V3::try_new() {
+                    return product!(simd, fma, 8);
+                }
             }
+            product!(Scalar, scalar, 1)
         }
-    }
-
-    #[test]
-    fn bias_residual_norm_matches_the_textbook_formula() {
-        let width = 21;
-        let rows = 40; // more than one rayon task
-        let x0 = values(rows * width, 4);
-        let residual = values(rows * width, 5);
-        let bias = values(width, 6);
-        let weight = values(width, 7);
-        let shift = values(width, 8);
-        let norm = Norm {
-            weight: &weight,
-            bias: &shift,
-            eps: 1e-12,
-        };
-        let mut x = x0.clone();
-        bias_residual_norm(&mut x, &bias, &residual, &norm);
-        for r in 0..rows {
-            let v: Vec<f64> = (0..width)
-                .map(|c| (x0[r * width + c] + bias[c] + residual[r * width + c]) as f64)
-                .collect();
-            let mean = v.iter().sum::<f64>() / width as f64;
-            let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / width as f64;
-            for c in 0..width {
-                let want =
-                    (v[c] - mean) / (var + 1e-12).sqrt() * weight[c] as f64 + shift[c] as f64;
-                let got = x[r * width + c] as f64;
-                assert!(
-                    (got - want).abs() < 1e-5,
-                    "row {r} column {c}: {got} vs {want}"
-                );
-            }
+        // Elsewhere, gemm's own choice (NEON on aarch64): the levels are x86-64's.
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = level;
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                dst_rs,
+                false,
+                lhs_data,
+                lhs_cs,
+                lhs_rs,
+                rhs_data,
+                rhs_cs,
+                rhs_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
         }
     }
 }

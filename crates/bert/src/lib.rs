@@ -12,14 +12,20 @@
 //! - every intermediate lives in a [`Workspace`] reused from call to call.
 //!
 //! candle loads the weights (safetensors, any float type, Hugging Face names).
+//!
+//! The kernels and matrix products run at an instruction-set [`Level`] chosen at run time:
+//! the best the CPU has unless [`BertEncoder::set_level`] asks for a lower one.
 
 mod kernels;
+mod level;
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use kernels::{Act, Matrix, Norm};
 use rayon::prelude::*;
 use serde::Deserialize;
+
+pub use level::{Level, UnknownLevel};
 
 /// The fields of a Hugging Face `config.json` that a BERT encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -138,7 +144,7 @@ impl Dense {
     }
 
     /// `out ← x · weightᵀ` (no bias) for `x` of `(rows, input)`, `out` of `(rows, output)`.
-    fn product(&self, x: &[f32], out: &mut [f32]) {
+    fn product(&self, level: Level, x: &[f32], out: &mut [f32]) {
         let rows = x.len() / self.input;
         let lhs = Matrix {
             data: x,
@@ -155,6 +161,7 @@ impl Dense {
             column_stride: 1,
         };
         kernels::matmul(
+            level,
             &mut out[..rows * self.output],
             self.output,
             lhs,
@@ -259,6 +266,7 @@ pub struct BertEncoder {
     positions: usize,
     token_types: usize,
     activation: Act,
+    level: Level,
 }
 
 impl BertEncoder {
@@ -303,12 +311,33 @@ impl BertEncoder {
                 Activation::GeluApproximate => Act::GeluTanh,
                 Activation::Relu => Act::Relu,
             },
+            level: Level::best(),
         })
     }
 
     /// Width of every token vector.
     pub fn hidden_size(&self) -> usize {
         self.hidden
+    }
+
+    /// The instruction-set level the forward pass runs at ([`Level::best`] after loading).
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Runs the forward pass at `level` (to compare levels, or test each on one machine).
+    ///
+    /// # Errors
+    /// If this CPU does not support `level`; the level stays as it was.
+    pub fn set_level(&mut self, level: Level) -> Result<()> {
+        if !level.is_supported() {
+            candle_core::bail!(
+                "this CPU does not support the {level} kernels (the best it has: {})",
+                Level::best()
+            );
+        }
+        self.level = level;
+        Ok(())
     }
 
     /// Token vectors of every text, packed: text `i`'s tokens are the rows after those of texts
@@ -359,23 +388,31 @@ impl BertEncoder {
         let scores = sized(scores, lengths.iter().map(|n| n * n).sum());
         let attended = sized(attended, tokens * h);
         let inner = sized(inner, tokens * self.intermediate);
+        let level = self.level;
         self.embed_tokens(texts, x);
         for layer in &self.layers {
-            layer.qkv.product(x, qkv);
-            kernels::add_bias(qkv, &layer.qkv.bias);
+            layer.qkv.product(level, x, qkv);
+            kernels::add_bias(level, qkv, &layer.qkv.bias);
             self.attention(&lengths, qkv, context, scores);
 
-            layer.attention_output.product(context, attended);
+            layer.attention_output.product(level, context, attended);
             kernels::bias_residual_norm(
+                level,
                 attended,
                 &layer.attention_output.bias,
                 x,
                 &layer.attention_norm.norm(),
             );
-            layer.intermediate.product(attended, inner);
-            kernels::bias_activation(inner, &layer.intermediate.bias, self.activation);
-            layer.output.product(inner, x);
-            kernels::bias_residual_norm(x, &layer.output.bias, attended, &layer.output_norm.norm());
+            layer.intermediate.product(level, attended, inner);
+            kernels::bias_activation(level, inner, &layer.intermediate.bias, self.activation);
+            layer.output.product(level, inner, x);
+            kernels::bias_residual_norm(
+                level,
+                x,
+                &layer.output.bias,
+                attended,
+                &layer.output_norm.norm(),
+            );
         }
         Ok(&workspace.x[..tokens * h])
     }
@@ -398,7 +435,7 @@ impl BertEncoder {
                 }
             }
         });
-        kernels::layer_norm(x, &self.embedding_norm.norm());
+        kernels::layer_norm(self.level, x, &self.embedding_norm.norm());
     }
 
     /// Self-attention of every text over its own tokens: `context` (`(tokens, hidden)`) from the
@@ -437,8 +474,8 @@ impl BertEncoder {
                     let column = head * head_dim;
                     let (query, key, value) =
                         (view(column), view(h + column), view(2 * h + column));
-                    kernels::matmul(scores, n, query, key.t(), false);
-                    kernels::softmax_rows(scores, n);
+                    kernels::matmul(self.level, scores, n, query, key.t(), false);
+                    kernels::softmax_rows(self.level, scores, n);
                     let weights = Matrix {
                         data: scores,
                         rows: n,
@@ -446,7 +483,7 @@ impl BertEncoder {
                         row_stride: n,
                         column_stride: 1,
                     };
-                    kernels::matmul(&mut context[column..], h, weights, value, false);
+                    kernels::matmul(self.level, &mut context[column..], h, weights, value, false);
                 }
             });
     }
@@ -536,6 +573,42 @@ mod tests {
         }
         // The texts differ, so do their vectors: the check above compares something real.
         assert_ne!(&packed[..16], &packed[4 * 16..5 * 16]);
+    }
+
+    #[test]
+    fn every_level_the_cpu_supports_gives_the_baseline_vectors() {
+        let mut model = tiny_model();
+        assert_eq!(model.level(), Level::best());
+        let ids = [1u32, 5, 9, 2, 7, 7, 3, 11, 2, 4, 6, 8, 10, 12, 14, 16, 18];
+        let types = [0u32; 17];
+        let texts = [
+            Tokens {
+                ids: &ids,
+                types: &types,
+            },
+            Tokens {
+                ids: &ids[..5],
+                types: &types[..5],
+            },
+        ];
+        let mut baseline: Option<Vec<f32>> = None;
+        for level in Level::supported() {
+            eprintln!("encoder: level {level}");
+            model.set_level(level).unwrap();
+            assert_eq!(model.level(), level);
+            let got = model
+                .forward(&texts, &mut Workspace::default())
+                .unwrap()
+                .to_vec();
+            let base = baseline.get_or_insert_with(|| got.clone());
+            for (i, (a, b)) in got.iter().zip(base.iter()).enumerate() {
+                assert!((a - b).abs() < 1e-4, "{level}, value {i}: {a} vs {b}");
+            }
+        }
+        for level in Level::ALL.into_iter().filter(|l| !l.is_supported()) {
+            let message = model.set_level(level).unwrap_err().to_string();
+            assert!(message.contains("does not support"), "{message}");
+        }
     }
 
     #[test]
