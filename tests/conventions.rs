@@ -73,7 +73,7 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
     assert!(restore.contains(".TH goldset-restore 1") && restore.contains("on\\-conflict"));
     let pages = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(
-        pages, 16,
+        pages, 17,
         "goldset.1 and one page per visible command, `help` and `generate` left out"
     );
     assert!(!dir.join("goldset-generate.1").exists() && !dir.join("goldset-help.1").exists());

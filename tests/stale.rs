@@ -331,9 +331,19 @@ mod lazy_embedder {
             assert_eq!(summary["summary"]["from_cache"], 86, "{summary}");
             assert_eq!(server.count(), asked, "the cached restore asked the server");
 
-            // And with no server at all.
+            // And with no server at all: in bulk (every vector from the cache) and applying the
+            // difference (nothing to embed; the dimension comes from the database).
             let out = restore_with(&ws, ABSENT, file);
             assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert_eq!(embeddings(&ws), first);
+            let out = ws
+                .command(&["--embedder", "openai:test-model", "restore", "--replace", "--file", file])
+                .env("OPENAI_BASE_URL", ABSENT)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert!(stdout(&out).contains("only the difference: 20 analyses unchanged"), "{}", stdout(&out));
+            assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
             assert_eq!(embeddings(&ws), first);
             // `verify` neither, with or without the model demanded.
             ws.ok(&["backup", "-q"]);

@@ -125,7 +125,7 @@ pub(crate) fn apply_batch(
 ) -> Result<Vec<Analysis>, OpError> {
     let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
     // Before the stored analyses are read, so that none of them still holds a moved chunk.
-    take_out_moved_chunks(tx, &batch, embedder.model_id())?;
+    take_out_moved_chunks(tx, &batch, embedder.model_id(), unreadable)?;
     let stored = match tx.analyses_by_id(&ids) {
         Err(e @ crate::store::StoreError::BadRow { .. }) if unreadable == Unreadable::Rewrite => {
             tracing::warn!("{e}: the batch's stored analyses are replaced whole");
@@ -175,6 +175,7 @@ fn take_out_moved_chunks(
     tx: &mut dyn WriteTransaction,
     batch: &[Analysis],
     model: &str,
+    unreadable: Unreadable,
 ) -> Result<(), OpError> {
     let owner_in_file: HashMap<Uuid, Uuid> = batch
         .iter()
@@ -187,7 +188,19 @@ fn take_out_moved_chunks(
         }
     }
     for (owner, chunks) in elsewhere {
-        for old in tx.analyses_by_id(&[owner])? {
+        let stored = match tx.analyses_by_id(&[owner]) {
+            Err(e @ crate::store::StoreError::BadRow { .. })
+                if unreadable == Unreadable::Rewrite =>
+            {
+                // Unreadable: the old analysis goes whole; its own batch, if the file still has
+                // it, inserts it again.
+                tracing::warn!("{e}: the analysis is replaced whole");
+                tx.delete_analyses(&[owner])?;
+                continue;
+            }
+            stored => stored?,
+        };
+        for old in stored {
             tracing::debug!(analysis = %owner, ?chunks, "chunks moved to another analysis");
             let patch = Patch {
                 analysis: &old,

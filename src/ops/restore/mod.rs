@@ -232,10 +232,20 @@ pub fn restore(
 /// anyway, and an empty database has nothing to compare with: those load in bulk.
 fn difference_pays(store: &mut dyn Store, embedder: &dyn Embedder) -> Result<bool, OpError> {
     let models = store.snapshot()?.embedding_models()?;
-    let pays = !models.is_empty()
-        && models
-            .iter()
-            .all(|m| m.model == embedder.model_id() && m.dimension == embedder.dimension());
+    let model = embedder.model_id();
+    let pays = match models.as_slice() {
+        [held] if held.model == model => {
+            // An embedder that has not met its model yet (`openai:`) takes the dimension the
+            // database holds for its id, so a fully cached restore never contacts the server.
+            let dimension = if embedder.wants_dimension_hint() {
+                embedder.settle_dimension(Some(held.dimension))?
+            } else {
+                embedder.dimension()
+            };
+            dimension == held.dimension
+        }
+        _ => false,
+    };
     tracing::debug!(
         by_difference = pays,
         "replace on goldset's own tables: stored embeddings {models:?}"

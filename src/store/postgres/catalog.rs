@@ -3,7 +3,8 @@
 //! with nothing but `SELECT` on the application's tables sees what it needs.
 
 use super::super::catalog::{Catalog, Column, ForeignKey, Table};
-use super::super::Result;
+use super::super::layout::TimeEncoding;
+use super::super::{Result, StoreError};
 use super::PostgresStore;
 use postgres::GenericClient;
 
@@ -120,7 +121,30 @@ impl PostgresStore {
     /// Checks the mapping against the catalog before anything is read.
     pub(super) fn check_mapping(&mut self) -> Result<()> {
         let catalog = read(&mut self.client, "")?;
-        catalog.check(&self.layout)
+        catalog.check(&self.layout)?;
+        // Naive times are placed in the mapping's zone by the server too (to order them): it
+        // must know the zone (its tz database may be older than goldset's).
+        let zone = &self.layout.time_zone;
+        let naive = matches!(
+            self.layout.timestamps,
+            TimeEncoding::Timestamp | TimeEncoding::Text
+        );
+        if naive && !zone.is_utc() {
+            let known: bool = self
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)",
+                    &[&zone.name()],
+                )?
+                .get(0);
+            if !known {
+                return Err(StoreError::Schema(format!(
+                    "mapping: time_zone {:?} is not a zone this PostgreSQL server knows (its tz database is older than goldset's): name another zone with the same rules, or update the server's tzdata",
+                    zone.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The catalog, without goldset's bookkeeping schema beside an application's tables.

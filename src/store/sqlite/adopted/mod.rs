@@ -283,7 +283,7 @@ impl WriteTransaction for AdoptedWrite<'_> {
     }
 
     fn cached_dimension(&mut self, model: &str) -> Result<Option<usize>> {
-        cache::dimension(&self.tx, ADOPTED_CACHE, model)
+        cache::dimension(&self.tx, self.cache, model)
     }
 
     fn cache_embeddings(&mut self, model: &str, entries: &[(ContentDigest, &[f32])]) -> Result<()> {
