@@ -4,6 +4,9 @@
 //! table that references chunks `ON DELETE CASCADE`). For each: `adopt` finds the mapping, a
 //! dataset round-trips byte for byte, additive restores and every `--on-conflict` policy work,
 //! `verify` and `diff db:` see an edit made by SQL, and bad input changes nothing.
+//!
+//! (Over 600 lines: every test here shares the `App` harness of the three layouts; split by
+//! concern it would be three files importing one another's helpers.)
 
 use crate::common::{pg_url, sample, stderr, stdout, without_created_at};
 use std::path::{Path, PathBuf};

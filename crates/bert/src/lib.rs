@@ -11,6 +11,9 @@
 //!   (`kernels.rs`);
 //! - every intermediate lives in a [`Workspace`] reused from call to call.
 //!
+//! (Over 600 lines: the forward pass, its workspace and the weight loading are one unit whose
+//! buffers are sized for each other; the kernels and the instruction-set levels are apart.)
+//!
 //! candle loads the weights (safetensors, any float type, Hugging Face names).
 //!
 //! The kernels and matrix products run at an instruction-set [`Level`] chosen at run time:
