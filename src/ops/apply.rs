@@ -123,24 +123,25 @@ pub(crate) fn apply_batch(
     (use_cache, dry_run, unreadable): (bool, bool, Unreadable),
     tally: &mut DifferenceTally,
 ) -> Result<Vec<Analysis>, OpError> {
-    let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
-    // Before the stored analyses are read, so that none of them still holds a moved chunk.
-    take_out_moved_chunks(tx, &batch, embedder.model_id(), unreadable)?;
-    let stored = match tx.analyses_by_id(&ids) {
-        Err(e @ crate::store::StoreError::BadRow { .. }) if unreadable == Unreadable::Rewrite => {
-            tracing::warn!("{e}: the batch's stored analyses are replaced whole");
-            let existing: Vec<Uuid> = tx
-                .existing(&batch)?
-                .iter()
-                .filter(|e| e.kind == crate::store::RecordKind::Analysis)
-                .map(|e| e.id)
-                .collect();
-            tx.delete_analyses(&existing)?;
-            return Ok(batch);
-        }
-        stored => stored?,
+    let Some(mut stored) = stored_analyses(tx, &batch, unreadable)? else {
+        return Ok(batch);
     };
-    let stored: HashMap<Uuid, Analysis> = stored.into_iter().map(|a| (a.id, a)).collect();
+    // Chunks the batch adds to an analysis (rare in a mostly unchanged dataset) may be stored
+    // under another one: those are taken out first, and the stored analyses read again.
+    let adding: Vec<Analysis> = batch
+        .iter()
+        .filter(|a| match stored.get(&a.id) {
+            None => !a.chunks.is_empty(),
+            Some(old) => a.chunks.iter().any(|c| !old.chunks.iter().any(|o| o.id == c.id)),
+        })
+        .cloned()
+        .collect();
+    if !adding.is_empty() && take_out_moved_chunks(tx, &adding, embedder.model_id(), unreadable)? {
+        let Some(again) = stored_analyses(tx, &batch, unreadable)? else {
+            return Ok(batch);
+        };
+        stored = again;
+    }
     let mut new = Vec::new();
     for analysis in &batch {
         let Some(old) = stored.get(&analysis.id) else {
@@ -167,16 +168,40 @@ pub(crate) fn apply_batch(
     Ok(new)
 }
 
+/// The batch's stored analyses by id; `None` when one could not be read and, on goldset's own
+/// tables, they were deleted to be inserted whole from the file.
+fn stored_analyses(
+    tx: &mut dyn WriteTransaction,
+    batch: &[Analysis],
+    unreadable: Unreadable,
+) -> Result<Option<HashMap<Uuid, Analysis>>, OpError> {
+    let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
+    match tx.analyses_by_id(&ids) {
+        Err(e @ crate::store::StoreError::BadRow { .. }) if unreadable == Unreadable::Rewrite => {
+            tracing::warn!("{e}: the batch's stored analyses are replaced whole");
+            let existing: Vec<Uuid> = tx
+                .existing(batch)?
+                .iter()
+                .filter(|e| e.kind == RecordKind::Analysis)
+                .map(|e| e.id)
+                .collect();
+            tx.delete_analyses(&existing)?;
+            Ok(None)
+        }
+        stored => Ok(Some(stored?.into_iter().map(|a| (a.id, a)).collect())),
+    }
+}
+
 /// Chunks of the batch that the database holds under another analysis (moved from one analysis
 /// to another in the file) are taken out of their old analysis first — what that analysis's
 /// own patch does, whenever it comes —, so that adding them to their new one cannot collide
-/// with the row still there.
+/// with the row still there. Returns whether there were any.
 fn take_out_moved_chunks(
     tx: &mut dyn WriteTransaction,
     batch: &[Analysis],
     model: &str,
     unreadable: Unreadable,
-) -> Result<(), OpError> {
+) -> Result<bool, OpError> {
     let owner_in_file: HashMap<Uuid, Uuid> = batch
         .iter()
         .flat_map(|a| a.chunks.iter().map(move |c| (c.id, a.id)))
@@ -187,6 +212,7 @@ fn take_out_moved_chunks(
             elsewhere.entry(e.owner).or_default().push(e.id);
         }
     }
+    let moved = !elsewhere.is_empty();
     for (owner, chunks) in elsewhere {
         let stored = match tx.analyses_by_id(&[owner]) {
             Err(e @ crate::store::StoreError::BadRow { .. })
@@ -215,7 +241,7 @@ fn take_out_moved_chunks(
             tx.apply_patch(&patch, &HashMap::new(), model)?;
         }
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// The vectors the patch needs, by chunk id: one for every added chunk and every updated chunk

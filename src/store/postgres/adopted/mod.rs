@@ -441,17 +441,29 @@ impl WriteTransaction for AdoptedWrite<'_> {
         };
         // A vector made from another text than the chunk's current one is stale (on goldset's
         // own tables, one of unknown provenance is embedded again too).
-        let (provenance, digest) = self.provenance();
-        let stale = if c.embedding_sha256.is_some() {
-            "IS DISTINCT FROM"
+        // Where the model comes from goldset's record, `Reading::model` already counts a record
+        // only for the text it was made from; otherwise the digest is compared here.
+        let (provenance, stale) = if c.embedding_model.is_none() && self.bookkeeping() {
+            (String::new(), String::new())
         } else {
-            "<>"
+            let (join, digest) = self.provenance();
+            let unequal = if c.embedding_sha256.is_some() {
+                "IS DISTINCT FROM"
+            } else {
+                "<>"
+            };
+            (
+                join,
+                format!(
+                    " OR {digest} {unequal} sha256(convert_to(c.{}, 'UTF8'))",
+                    q(&c.content)
+                ),
+            )
         };
         let sql = format!(
             "SELECT c.{id}::text, c.{content} FROM {table} c {join} {provenance}
               WHERE ($1::text IS NULL OR c.{id} > $1::text::{id_type})
-                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims}
-                     OR {digest} {stale} sha256(convert_to(c.{content}, 'UTF8')))
+                AND (c.{emb} IS NULL OR {found} IS DISTINCT FROM $2{dims}{stale})
               ORDER BY c.{id} LIMIT $3",
             id = q(&c.id),
             content = q(&c.content),
