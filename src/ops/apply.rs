@@ -132,7 +132,10 @@ pub(crate) fn apply_batch(
         .iter()
         .filter(|a| match stored.get(&a.id) {
             None => !a.chunks.is_empty(),
-            Some(old) => a.chunks.iter().any(|c| !old.chunks.iter().any(|o| o.id == c.id)),
+            Some(old) => a
+                .chunks
+                .iter()
+                .any(|c| !old.chunks.iter().any(|o| o.id == c.id)),
         })
         .cloned()
         .collect();
