@@ -132,10 +132,11 @@ pub(crate) fn apply_batch(
         .iter()
         .filter(|a| match stored.get(&a.id) {
             None => !a.chunks.is_empty(),
-            Some(old) => a
-                .chunks
-                .iter()
-                .any(|c| !old.chunks.iter().any(|o| o.id == c.id)),
+            Some(old) => {
+                let stored: std::collections::HashSet<Uuid> =
+                    old.chunks.iter().map(|o| o.id).collect();
+                a.chunks.iter().any(|c| !stored.contains(&c.id))
+            }
         })
         .cloned()
         .collect();

@@ -226,6 +226,35 @@ pub struct Layout {
     pub owned: bool,
 }
 
+impl FindingsTable {
+    /// The mapped columns, in the order rows are written.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut columns = vec![
+            self.analysis_id.as_str(),
+            &self.position,
+            &self.agent,
+            &self.category,
+            &self.content,
+            &self.confidence,
+        ];
+        columns.extend(self.metadata.as_deref());
+        columns
+    }
+}
+
+impl ArtifactsTable {
+    /// The mapped columns, in the order rows are written.
+    pub fn columns(&self) -> Vec<&str> {
+        vec![
+            self.id.as_str(),
+            &self.analysis_id,
+            &self.summary,
+            &self.key_findings,
+            &self.metadata,
+        ]
+    }
+}
+
 /// Why a mapping cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mapping: {0}")]
@@ -352,48 +381,10 @@ impl Layout {
 
     /// Every table and column name of the layout.
     fn names(&self) -> Vec<&str> {
-        let a = &self.analyses;
-        let c = &self.chunks;
-        let mut all = vec![
-            a.table.as_str(),
-            &a.id,
-            &a.url,
-            &a.content_type,
-            &a.status,
-            &a.created_at,
-            &c.table,
-            &c.id,
-            &c.analysis_id,
-            &c.chunk_index,
-            &c.content,
-            &c.content_type,
-            &c.embedding,
-        ];
-        all.extend(a.findings.as_deref());
-        all.extend(c.section_title.as_deref());
-        all.extend(c.section_path.as_deref());
-        all.extend(c.embedding_model.as_deref());
-        if let Some(f) = &self.findings {
-            all.extend([
-                f.table.as_str(),
-                &f.analysis_id,
-                &f.position,
-                &f.agent,
-                &f.category,
-                &f.content,
-                &f.confidence,
-            ]);
-            all.extend(f.metadata.as_deref());
-        }
-        if let Some(r) = &self.artifacts {
-            all.extend([
-                r.table.as_str(),
-                &r.id,
-                &r.analysis_id,
-                &r.summary,
-                &r.key_findings,
-                &r.metadata,
-            ]);
+        let mut all = Vec::new();
+        for (table, columns) in self.tables() {
+            all.push(table);
+            all.extend(columns);
         }
         all.extend(self.goldset_schema.as_deref());
         for (table, columns) in &self.fill {
@@ -405,17 +396,38 @@ impl Layout {
 
     /// Each mapped table with the columns the mapping names in it.
     pub fn tables(&self) -> Vec<(&str, Vec<&str>)> {
+        let mut all = vec![
+            (self.analyses.table.as_str(), self.analysis_columns()),
+            (self.chunks.table.as_str(), self.chunk_columns()),
+        ];
+        if let Some(f) = &self.findings {
+            all.push((f.table.as_str(), f.columns()));
+        }
+        if let Some(r) = &self.artifacts {
+            all.push((r.table.as_str(), r.columns()));
+        }
+        all
+    }
+
+    /// The mapped columns of analyses, in the order rows are written: id, url, content type,
+    /// status, time, then the JSON findings column where findings live there.
+    pub fn analysis_columns(&self) -> Vec<&str> {
         let a = &self.analyses;
-        let c = &self.chunks;
-        let mut analyses = vec![
+        let mut columns = vec![
             a.id.as_str(),
             &a.url,
             &a.content_type,
             &a.status,
             &a.created_at,
         ];
-        analyses.extend(a.findings.as_deref());
-        let mut chunks = vec![
+        columns.extend(a.findings.as_deref());
+        columns
+    }
+
+    /// The mapped columns of chunks, in the order rows are written; the optional ones last.
+    pub fn chunk_columns(&self) -> Vec<&str> {
+        let c = &self.chunks;
+        let mut columns = vec![
             c.id.as_str(),
             &c.analysis_id,
             &c.chunk_index,
@@ -423,35 +435,10 @@ impl Layout {
             &c.content_type,
             &c.embedding,
         ];
-        chunks.extend(c.section_title.as_deref());
-        chunks.extend(c.section_path.as_deref());
-        chunks.extend(c.embedding_model.as_deref());
-        let mut all = vec![(a.table.as_str(), analyses), (c.table.as_str(), chunks)];
-        if let Some(f) = &self.findings {
-            let mut columns = vec![
-                f.analysis_id.as_str(),
-                &f.position,
-                &f.agent,
-                &f.category,
-                &f.content,
-                &f.confidence,
-            ];
-            columns.extend(f.metadata.as_deref());
-            all.push((f.table.as_str(), columns));
-        }
-        if let Some(r) = &self.artifacts {
-            all.push((
-                r.table.as_str(),
-                vec![
-                    r.id.as_str(),
-                    &r.analysis_id,
-                    &r.summary,
-                    &r.key_findings,
-                    &r.metadata,
-                ],
-            ));
-        }
-        all
+        columns.extend(c.section_title.as_deref());
+        columns.extend(c.section_path.as_deref());
+        columns.extend(c.embedding_model.as_deref());
+        columns
     }
 
     /// The application's word for goldset's status `ours`.

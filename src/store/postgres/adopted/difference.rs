@@ -73,14 +73,7 @@ impl AdoptedWrite<'_> {
     pub(super) fn update_analysis_row(&mut self, analysis: &Analysis) -> Result<()> {
         let l = self.layout;
         let a = &l.analyses;
-        let mut columns = vec![
-            a.id.as_str(),
-            &a.url,
-            &a.content_type,
-            &a.status,
-            &a.created_at,
-        ];
-        columns.extend(a.findings.as_deref());
+        let columns = l.analysis_columns();
         let values: Vec<Option<String>> = RecordRows::new(l)
             .analysis_values(analysis)
             .iter()

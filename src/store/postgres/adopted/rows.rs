@@ -148,55 +148,18 @@ pub(super) struct RecordRows<'l> {
 
 impl<'l> RecordRows<'l> {
     pub(super) fn new(layout: &'l Layout) -> Self {
-        let a = &layout.analyses;
-        let mut analysis_columns = vec![
-            a.id.as_str(),
-            &a.url,
-            &a.content_type,
-            &a.status,
-            &a.created_at,
-        ];
-        analysis_columns.extend(a.findings.as_deref());
-        let c = &layout.chunks;
-        let mut chunk_columns = vec![
-            c.id.as_str(),
-            &c.analysis_id,
-            &c.chunk_index,
-            &c.content,
-            &c.content_type,
-            &c.embedding,
-        ];
-        chunk_columns.extend(c.section_title.as_deref());
-        chunk_columns.extend(c.section_path.as_deref());
-        chunk_columns.extend(c.embedding_model.as_deref());
         RecordRows {
             layout,
-            analyses: Rows::new(&a.table, &analysis_columns),
-            findings: layout.findings.as_ref().map(|f| {
-                let mut columns = vec![
-                    f.analysis_id.as_str(),
-                    &f.position,
-                    &f.agent,
-                    &f.category,
-                    &f.content,
-                    &f.confidence,
-                ];
-                columns.extend(f.metadata.as_deref());
-                Rows::new(&f.table, &columns)
-            }),
-            chunks: Rows::new(&c.table, &chunk_columns),
-            artifacts: layout.artifacts.as_ref().map(|r| {
-                Rows::new(
-                    &r.table,
-                    &[
-                        r.id.as_str(),
-                        &r.analysis_id,
-                        &r.summary,
-                        &r.key_findings,
-                        &r.metadata,
-                    ],
-                )
-            }),
+            analyses: Rows::new(&layout.analyses.table, &layout.analysis_columns()),
+            findings: layout
+                .findings
+                .as_ref()
+                .map(|f| Rows::new(&f.table, &f.columns())),
+            chunks: Rows::new(&layout.chunks.table, &layout.chunk_columns()),
+            artifacts: layout
+                .artifacts
+                .as_ref()
+                .map(|r| Rows::new(&r.table, &r.columns())),
             embedded: Vec::new(),
         }
     }

@@ -104,14 +104,7 @@ impl AdoptedWrite<'_> {
     /// The analysis row's columns and values.
     pub(super) fn analysis_row<'l>(&'l self, a: &Analysis) -> (Vec<&'l str>, Vec<Value>) {
         let l = self.layout;
-        let t = &l.analyses;
-        let mut columns = vec![
-            t.id.as_str(),
-            &t.url,
-            &t.content_type,
-            &t.status,
-            &t.created_at,
-        ];
+        let columns = l.analysis_columns();
         let mut values = vec![
             self.id(&a.id),
             Value::Text(a.url.clone()),
@@ -122,8 +115,7 @@ impl AdoptedWrite<'_> {
                 _ => Value::Text(l.time_text(a.created_at)),
             },
         ];
-        if let Some(column) = &t.findings {
-            columns.push(column);
+        if l.analyses.findings.is_some() {
             values.push(json_text(&a.findings));
         }
         (columns, values)
